@@ -1,0 +1,1 @@
+"""CLI commands: one module per command (``add_parser(subparsers)`` and ``run(args) -> int``)."""

@@ -1,0 +1,85 @@
+"""Pieces every command shares: model/output options, input loading, the output folder, JSON printing."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from fractions import Fraction
+from pathlib import Path
+
+import torch
+
+from ..errors import UserError
+from ..images import load_pil
+from ..preprocess import preprocess
+from ..zoo import DEFAULT_MODEL, Classifier, create_model
+
+
+def number(text: str) -> float:
+    """A float that may be written as a fraction (``8/255``)."""
+    try:
+        return float(Fraction(text.strip())) if "/" in text else float(text)
+    except (ValueError, ZeroDivisionError):
+        raise argparse.ArgumentTypeError(f"not a number: {text!r} (use e.g. 0.03 or 8/255)") from None
+
+
+def add_model_args(p: argparse.ArgumentParser, *, default_weights: str | None = None) -> None:
+    g = p.add_argument_group("model")
+    g.add_argument("--model", default=DEFAULT_MODEL, help=f"model name (default {DEFAULT_MODEL}; see `robustlens models`)")
+    g.add_argument("--weights", default=default_weights,
+                   help="imagenet | none (random init) | PATH to a state dict (default: the model's own)")
+    g.add_argument("--seed", type=int, default=0, help="seed for random init and random starts (default 0)")
+    g.add_argument("--device", default="auto", help="cpu, cuda or auto (default: cuda when available)")
+
+
+def add_output_args(p: argparse.ArgumentParser, *, out_default: str | None = None) -> None:
+    p.add_argument("--out", default=out_default, help="folder for PNG figures and result.json")
+    p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+
+
+def device_of(args: argparse.Namespace) -> torch.device:
+    name = getattr(args, "device", "auto")
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError("--device cuda asked for, but no CUDA device is available")
+    try:
+        return torch.device(name)
+    except RuntimeError:
+        raise UserError(f"unknown device {name!r}; use cpu, cuda or auto") from None
+
+
+def load_model(args: argparse.Namespace) -> Classifier:
+    model = create_model(args.model, args.weights, seed=args.seed)
+    return model.to(device_of(args))
+
+
+def load_inputs(paths: list[str], model: Classifier) -> torch.Tensor:
+    """Read and preprocess every path (all checked before any work): (N, C, S, S) in [0, 1]."""
+    device = next(model.parameters()).device
+    return torch.stack([preprocess(load_pil(p), model.config) for p in paths]).to(device)
+
+
+def prepare_out(out: str | None) -> Path | None:
+    """Create the output folder (called only after every input has been checked)."""
+    if out is None:
+        return None
+    p = Path(out)
+    if p.exists() and not p.is_dir():
+        raise UserError(f"--out {p} exists and is not a folder")
+    p.mkdir(parents=True, exist_ok=True)
+    return p
+
+
+def write_json(obj: dict, path: Path) -> Path:
+    path.write_text(json.dumps(obj, indent=2) + "\n", encoding="utf-8")
+    return path
+
+
+def emit(result: dict, args: argparse.Namespace, human: str) -> None:
+    """Print ``result`` as JSON with ``--json``, else the human-readable text."""
+    if getattr(args, "json", False):
+        sys.stdout.write(json.dumps(result) + "\n")
+    else:
+        sys.stdout.write(human.rstrip("\n") + "\n")
