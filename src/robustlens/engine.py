@@ -1,0 +1,261 @@
+"""The one loop: optimise an input of a fixed model to minimise a per-example objective under a threat model.
+
+Attacks, feature inversion, DeepDream and feature visualisation are all :func:`optimize` with different
+objectives, constraints, starts, parameterisations and transforms.
+
+Guarantees:
+- gradients are taken w.r.t. the input only (``torch.autograd.grad``); parameters are frozen for the run and
+  their ``requires_grad`` flags restored afterwards; the model's train/eval mode is left as it is;
+- each example is stepped with the gradient of its own loss (the backward pass uses the *sum* over examples)
+  and keeps its own best iterate: a successful iterate beats an unsuccessful one, then lower loss wins;
+- with ``early_stop``, an example leaves the batch at its first successful iterate (saving its compute);
+- randomness (random starts, transforms) comes from one ``torch.Generator`` seeded with ``seed``: the global
+  RNG is not touched.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import torch
+from torch import nn
+
+from .layers import capture
+from .objectives import Objective, Outputs, as_objective
+from .threat import ThreatModel, Unconstrained
+
+SuccessFn = Callable[[Outputs], torch.Tensor]
+Transform = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
+
+
+class Parameterization(Protocol):
+    """How an image is made from the optimised tensor (see :mod:`robustlens.param`)."""
+
+    def init(self, x: torch.Tensor) -> torch.Tensor: ...  # image (N,C,H,W) in [0,1] -> latent
+
+    def image(self, latent: torch.Tensor) -> torch.Tensor: ...  # latent -> image (N,C,H,W) in [0,1]
+
+
+@dataclass
+class OptimizeResult:
+    """``x`` best iterate per example (N,C,H,W) in [0,1]; its ``loss`` (N,) and ``success`` (N,) bool;
+    ``history`` one dict per step (see :func:`optimize`); ``steps_run`` gradient steps taken over all restarts;
+    ``seconds`` wall time."""
+
+    x: torch.Tensor
+    loss: torch.Tensor
+    success: torch.Tensor
+    history: list[dict] = field(default_factory=list)
+    steps_run: int = 0
+    seconds: float = 0.0
+
+
+@contextlib.contextmanager
+def frozen(model: nn.Module) -> Iterator[nn.Module]:
+    """Within the block every parameter has ``requires_grad=False``; the flags are restored on exit."""
+    flags = [(p, p.requires_grad) for p in model.parameters()]
+    try:
+        for p, _ in flags:
+            p.requires_grad_(False)
+        yield model
+    finally:
+        for p, f in flags:
+            p.requires_grad_(f)
+
+
+class _Adam:
+    """Element-wise Adam on the optimised tensor, with rows that can be dropped (per-example state)."""
+
+    def __init__(self, like: torch.Tensor, betas=(0.9, 0.999), eps=1e-8):
+        self.m = torch.zeros_like(like)
+        self.v = torch.zeros_like(like)
+        self.t = 0
+        self.b1, self.b2, self.eps = betas[0], betas[1], eps
+
+    def direction(self, grad: torch.Tensor) -> torch.Tensor:
+        self.t += 1
+        self.m.mul_(self.b1).add_(grad, alpha=1 - self.b1)
+        self.v.mul_(self.b2).addcmul_(grad, grad, value=1 - self.b2)
+        mhat = self.m / (1 - self.b1 ** self.t)
+        vhat = self.v / (1 - self.b2 ** self.t)
+        return mhat / (vhat.sqrt() + self.eps)
+
+    def keep(self, rows: torch.Tensor) -> None:
+        self.m, self.v = self.m[rows], self.v[rows]
+
+
+def _start(start, threat: ThreatModel, x0: torch.Tensor, gen: torch.Generator, restart: int) -> torch.Tensor:
+    if isinstance(start, torch.Tensor):
+        if start.shape != x0.shape:
+            raise ValueError(f"start has shape {tuple(start.shape)}, x0 has {tuple(x0.shape)}")
+        s = start.detach().to(x0)
+        return threat.project(s, x0) if restart == 0 else threat.random_start(x0, gen)
+    if start == "x0":
+        return x0.clone() if restart == 0 else threat.random_start(x0, gen)
+    if start == "random":
+        return threat.random_start(x0, gen)
+    raise ValueError(f"start must be 'x0', 'random' or a tensor, got {start!r}")
+
+
+def optimize(
+    model: nn.Module,
+    x0: torch.Tensor,
+    objective: Objective | str | Callable[[Outputs], torch.Tensor],
+    *,
+    threat: ThreatModel | None = None,
+    steps: int,
+    step_size: float,
+    start: str | torch.Tensor = "x0",
+    restarts: int = 1,
+    early_stop: bool = False,
+    success_fn: SuccessFn | None = None,
+    seed: int = 0,
+    progress: bool = True,
+    history: bool = True,
+    param: Parameterization | None = None,
+    transforms: Transform | None = None,
+    step_rule: str = "pgd",
+    lr: float | None = None,
+    channels_last: bool = False,
+    desc: str = "optimize",
+) -> OptimizeResult:
+    """Minimise ``objective`` (Outputs -> (N,)) over inputs near ``x0`` (N,C,H,W in [0,1]).
+
+    - ``threat``: the allowed set around ``x0`` (default: only the box [0,1]); each step is projected onto it.
+    - ``step_rule``: ``"pgd"``: x ← project(x − step_size · threat.ascent_direction(grad)) (sign for L∞,
+      unit L2 for L2, ...); ``"adam"``: element-wise Adam with learning rate ``lr`` (default ``step_size``),
+      then the projection.
+    - ``start``: ``"x0"``, ``"random"`` (``threat.random_start``) or a tensor like ``x0``. Restarts after the
+      first always start at a random point of the threat set; each example keeps its best over restarts.
+    - ``success_fn(outputs) -> (N,) bool`` marks success; with ``early_stop`` an example stops at its first
+      success (and is not rerun by later restarts).
+    - ``param``: optimise a latent (FFT, decorrelated colour...) whose ``image(latent)`` is the image; the
+      threat must then be unconstrained. ``transforms(image, generator)`` (jitter, scale, rotate) are applied
+      to the image before the model, not to the stored iterate.
+    - ``history``: one dict per evaluated iterate: ``restart``, ``step``, ``loss`` (mean over examples still
+      running), ``best_loss`` (mean over all), ``success`` (fraction of all examples with a successful best),
+      ``active``, and the mean of every figure the objective reports (e.g. ``target_prob``).
+    - ``channels_last``: feed the model channels-last tensors (pair it with a channels-last model).
+
+    There are ``steps`` gradient steps per restart and ``steps + 1`` evaluated iterates (the last one is
+    evaluated under ``torch.inference_mode``).
+    """
+    objective = as_objective(objective)
+    threat = threat or Unconstrained()
+    if steps < 0:
+        raise ValueError(f"steps must be >= 0, got {steps}")
+    if restarts < 1:
+        raise ValueError(f"restarts must be >= 1, got {restarts}")
+    if step_rule not in ("pgd", "adam"):
+        raise ValueError(f"step_rule must be 'pgd' or 'adam', got {step_rule!r}")
+    if early_stop and success_fn is None:
+        raise ValueError("early_stop needs a success_fn")
+    if param is not None and not isinstance(threat, Unconstrained):
+        raise ValueError("a parameterisation needs an unconstrained threat model (the latent cannot be projected)")
+    if x0.dim() < 2:
+        raise ValueError(f"x0 must be a batch (N, ...), got shape {tuple(x0.shape)}")
+
+    t_start = time.perf_counter()
+    x0 = x0.detach()
+    n, device = x0.shape[0], x0.device
+    gen = torch.Generator(device=device).manual_seed(int(seed))
+    lr = step_size if lr is None else lr
+    fmt = torch.channels_last if channels_last and x0.dim() == 4 else torch.contiguous_format
+
+    best_x = x0.clone()
+    best_loss = torch.full((n,), float("inf"), device=device)
+    best_succ = torch.zeros(n, dtype=torch.bool, device=device)
+    hist: list[dict] = []
+    steps_run = 0
+
+    def forward(z: torch.Tensor, index: torch.Tensor) -> tuple[Outputs, torch.Tensor]:
+        img = param.image(z) if param is not None else z
+        xin = transforms(img, gen) if transforms is not None else img
+        with capture(model, objective.layers) as acts:
+            logits = model(xin.contiguous(memory_format=fmt))
+        out = Outputs(x=img, logits=logits, activations=acts, index=index)
+        return out, objective(out)
+
+    bar = _progress(restarts * steps, desc, progress)
+    with frozen(model):
+        for r in range(restarts):
+            active = (~best_succ).nonzero().squeeze(1) if early_stop else torch.arange(n, device=device)
+            if len(active) == 0:
+                break
+            x0a = x0[active]
+            x = _start(start, threat, x0, gen, r)[active]
+            z = param.init(x).detach() if param is not None else x
+            adam = _Adam(z) if step_rule == "adam" else None
+            for t in range(steps + 1):
+                last = t == steps
+                if last:
+                    with torch.inference_mode():
+                        out, loss = forward(z, active)
+                        loss = loss.detach().clone()
+                        img = out.x.clone()
+                        succ = _success(success_fn, out, loss)
+                        report = _reports(objective, out) if history else {}
+                    grad = None
+                else:
+                    z.requires_grad_(True)
+                    out, loss = forward(z, active)
+                    grad, = torch.autograd.grad(loss.sum(), z)
+                    z = z.detach()
+                    loss = loss.detach()
+                    with torch.no_grad():
+                        img = out.x.detach()
+                        succ = _success(success_fn, out, loss)
+                        report = _reports(objective, out) if history else {}
+                with torch.no_grad():
+                    b_loss, b_succ = best_loss[active], best_succ[active]
+                    better = (succ & ~b_succ) | ((succ == b_succ) & (loss < b_loss))
+                    if bool(better.any()):
+                        rows = active[better]
+                        best_x[rows] = img[better].to(best_x.dtype)
+                        best_loss[rows] = loss[better].float()
+                        best_succ[rows] = succ[better]
+                    if history:
+                        hist.append({"restart": r, "step": t, "loss": float(loss.float().mean()),
+                                     "best_loss": float(best_loss.mean()), "success": float(best_succ.float().mean()),
+                                     "active": int(len(active)),
+                                     **{k: float(v.float().mean()) for k, v in report.items()}})
+                    if last:
+                        break
+                    if early_stop and bool(succ.any()):
+                        keep = ~succ
+                        active, z, grad, x0a = active[keep], z[keep], grad[keep], x0a[keep]
+                        if adam is not None:
+                            adam.keep(keep)
+                        if len(active) == 0:
+                            bar.update(steps - t)
+                            break
+                    d = adam.direction(grad) if adam is not None else threat.ascent_direction(grad, z)
+                    z = z - (lr if adam is not None else step_size) * d
+                    if param is None:
+                        z = threat.project(z, x0a)
+                    steps_run += 1
+                    bar.update(1)
+                    bar.set_postfix(loss=f"{float(best_loss.mean()):.4g}", success=f"{float(best_succ.float().mean()):.2f}")
+    bar.close()
+    return OptimizeResult(x=best_x, loss=best_loss, success=best_succ, history=hist, steps_run=steps_run,
+                          seconds=time.perf_counter() - t_start)
+
+
+def _success(success_fn: SuccessFn | None, out: Outputs, loss: torch.Tensor) -> torch.Tensor:
+    if success_fn is None:
+        return torch.zeros_like(loss, dtype=torch.bool)
+    return success_fn(out).to(torch.bool).reshape(-1)
+
+
+def _reports(objective: Objective, out: Outputs) -> dict[str, torch.Tensor]:
+    return {k: v.detach() for k, v in objective.report(out).items()}
+
+
+def _progress(total: int, desc: str, enabled: bool):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=desc, disable=not enabled, leave=False, dynamic_ncols=True)
