@@ -43,8 +43,9 @@ class Parameterization(Protocol):
 @dataclass
 class OptimizeResult:
     """``x`` best iterate per example (N,C,H,W) in [0,1]; its ``loss`` (N,) and ``success`` (N,) bool;
-    ``history`` one dict per step (see :func:`optimize`); ``steps_run`` gradient steps taken over all restarts;
-    ``seconds`` wall time."""
+    ``history`` one dict per step (see :func:`optimize`); ``steps_run`` gradient steps taken by the batch over
+    all restarts; ``example_steps`` gradient steps summed over examples (the compute spent: early-stopped
+    examples stop counting); ``seconds`` wall time."""
 
     x: torch.Tensor
     loss: torch.Tensor
@@ -52,6 +53,7 @@ class OptimizeResult:
     history: list[dict] = field(default_factory=list)
     steps_run: int = 0
     seconds: float = 0.0
+    example_steps: int = 0
 
 
 @contextlib.contextmanager
@@ -170,7 +172,7 @@ def optimize(
     best_loss = torch.full((n,), float("inf"), device=device)
     best_succ = torch.zeros(n, dtype=torch.bool, device=device)
     hist: list[dict] = []
-    steps_run = 0
+    steps_run = example_steps = 0
 
     def forward(z: torch.Tensor, index: torch.Tensor) -> tuple[Outputs, torch.Tensor]:
         img = param.image(z) if param is not None else z
@@ -238,11 +240,12 @@ def optimize(
                     if param is None:
                         z = threat.project(z, x0a)
                     steps_run += 1
+                    example_steps += len(active)
                     bar.update(1)
                     bar.set_postfix(loss=f"{float(best_loss.mean()):.4g}", success=f"{float(best_succ.float().mean()):.2f}")
     bar.close()
     return OptimizeResult(x=best_x, loss=best_loss, success=best_succ, history=hist, steps_run=steps_run,
-                          seconds=time.perf_counter() - t_start)
+                          seconds=time.perf_counter() - t_start, example_steps=example_steps)
 
 
 def _success(success_fn: SuccessFn | None, out: Outputs, loss: torch.Tensor) -> torch.Tensor:
