@@ -8,7 +8,9 @@ Layout: x (B, C, N) or (B, C, H, W); the output keeps B and C. For a window of t
 
 ``stride=None`` means ``stride = kernel_size`` (torch's default), except with ``padding="same"``,
 which means stride 1 and ``p = d(k−1)/2`` (odd ``k``), so that the output has the input's size.
-Padding may be at most half the kernel, as in torch, so every window holds at least one real entry.
+Every window must hold at least one real entry, else ``ValueError``. Without dilation, padding ≤ k/2
+(torch's rule) ensures it; 'same' padding ensures it too, even with dilation (the centre tap is real),
+though torch refuses p > k/2 there. torch returns −∞ for an all-padding window; we refuse it.
 
 Tie rule (max pooling): the whole gradient of a window goes to the FIRST maximum in row-major
 window order among real (non-padding) entries; torch's CPU kernels use the same rule.
@@ -80,14 +82,14 @@ def _resolve(x, kernel_size, stride, padding, dilation, nd: int, op: str):
         padding_t = same_padding(kernel, dilation_t, stride_t, op, note)
     else:
         padding_t = int_tuple(padding, nd, "padding", op, minimum=0)
-    for k, p in zip(kernel, padding_t):
-        if 2 * p > k:
-            raise ShapeError(
-                f"{op}: padding {padding_t} must be at most half the kernel size {kernel} so that every window "
-                f"holds a real entry ({note})"
-            )
     out = output_shape(x.shape[2:], kernel, stride_t, padding_t, dilation_t, op, note)
-    return x, kernel, stride_t, padding_t, dilation_t, out
+    valid = _valid_windows(x.shape[2:], kernel, stride_t, padding_t, dilation_t)
+    if not valid.reshape(out + (-1,)).any(axis=-1).all():
+        raise ShapeError(
+            f"{op}: with padding={padding_t}, stride={stride_t} and dilation={dilation_t} some windows hold only "
+            f"padding ({note}); use less padding or dilation (without dilation, padding ≤ kernel_size/2 always works)"
+        )
+    return x, kernel, stride_t, padding_t, dilation_t, out, valid
 
 
 def _valid_windows(spatial, kernel, stride, padding, dilation) -> np.ndarray:
@@ -99,13 +101,13 @@ def _valid_windows(spatial, kernel, stride, padding, dilation) -> np.ndarray:
 def maxpool_forward(x, kernel_size, *, stride=None, padding=0, dilation=1, nd: int = 2):
     """``nd``-D max pooling with −∞ padding; returns ``(y, cache)``."""
     op = f"maxpool{nd}d"
-    x, kernel, stride_t, padding_t, dilation_t, out = _resolve(x, kernel_size, stride, padding, dilation, nd, op)
+    x, kernel, stride_t, padding_t, dilation_t, out, valid = _resolve(x, kernel_size, stride, padding, dilation, nd, op)
     B, C = x.shape[:2]
     K = int(np.prod(kernel))
     win = window_view(pad_spatial(x, padding_t, -np.inf), kernel, stride_t, dilation_t)
     flat = win.reshape((B, C) + out + (K,))
     y = flat.max(axis=-1)
-    valid = _valid_windows(x.shape[2:], kernel, stride_t, padding_t, dilation_t).reshape(out + (K,))
+    valid = valid.reshape(out + (K,))
     # first maximum (row-major tap order) among real entries; padding never receives gradient
     argmax = np.argmax((flat == y[..., None]) & valid, axis=-1)
     cache = PoolCache(op, x.shape, kernel, stride_t, padding_t, dilation_t, out, argmax=argmax, dtype=x.dtype)
@@ -138,14 +140,13 @@ def avgpool_forward(x, kernel_size, *, stride=None, padding=0, count_include_pad
     number of real entries in the window.
     """
     op = f"avgpool{nd}d"
-    x, kernel, stride_t, padding_t, dilation_t, out = _resolve(x, kernel_size, stride, padding, 1, nd, op)
+    x, kernel, stride_t, padding_t, dilation_t, out, valid = _resolve(x, kernel_size, stride, padding, 1, nd, op)
     win = window_view(pad_spatial(x, padding_t, 0.0), kernel, stride_t, dilation_t)
     taps_axes = tuple(range(2 + nd, 2 + 2 * nd))
     if count_include_pad:
         divisor = float(np.prod(kernel))
     else:
-        divisor = _valid_windows(x.shape[2:], kernel, stride_t, padding_t, dilation_t).sum(
-            axis=tuple(range(nd, 2 * nd))).astype(x.dtype)
+        divisor = valid.sum(axis=tuple(range(nd, 2 * nd))).astype(x.dtype)
     y = win.sum(axis=taps_axes) / divisor
     cache = PoolCache(op, x.shape, kernel, stride_t, padding_t, dilation_t, out, divisor=divisor, dtype=x.dtype)
     return y, cache
