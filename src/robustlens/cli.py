@@ -11,7 +11,7 @@ import sys
 
 from .errors import UserError
 
-COMMANDS = ["models", "classes", "layers", "classify", "demo"]
+COMMANDS = ["models", "classes", "layers", "classify", "demo", "report", "app"]
 
 
 class _Parser(argparse.ArgumentParser):
