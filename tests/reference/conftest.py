@@ -1,10 +1,8 @@
-"""Make ``src/`` importable when the package is not installed, and this folder's helpers importable."""
+"""Make this folder's test helpers importable."""
 
 import pathlib
 import sys
 
-_HERE = pathlib.Path(__file__).resolve().parent
-_SRC = _HERE.parents[1] / "src"
-for p in (str(_HERE), str(_SRC)):
-    if p not in sys.path:
-        sys.path.insert(0, p)
+_HERE = str(pathlib.Path(__file__).resolve().parent)
+if _HERE not in sys.path:
+    sys.path.insert(0, _HERE)
