@@ -11,7 +11,8 @@ import sys
 
 from .errors import UserError
 
-COMMANDS = ["models", "classes", "layers", "classify", "demo", "report", "app"]
+COMMANDS = ["models", "classes", "layers", "classify", "demo", "report", "app",
+            "attack", "invert", "dream", "visualize"]
 
 
 class _Parser(argparse.ArgumentParser):

@@ -1,0 +1,127 @@
+"""`robustlens attack`: targeted or untargeted adversarial example for one image, 8-bit safe.
+
+Writes (with ``--out``): ``original.png`` and ``adversarial.png`` at model resolution (``adversarial_<class>.png``
+per target when there are several), the perturbation amplified for viewing, top-5 probability plots before
+and after, the loss curve, and ``result.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import torch
+
+from ..attacks import LOSSES, attack
+from ..errors import UserError
+from ..images import save_image
+from ..labels import resolve_class
+from ..plots import plot_curves, plot_topk
+from .common import add_model_args, add_output_args, emit, load_inputs, load_model, number, prepare_out, write_json
+
+DEFAULT_EPS = {"linf": 4 / 255, "l2": 0.5, "l1": 10.0}
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("attack", help="adversarial example: make the model see a chosen class (or any other)",
+                       description="PGD attack on one image (preprocessed to the model's input size). The result "
+                                   "is rounded to 8-bit pixels inside the ε-ball and checked again, so the saved "
+                                   "PNG classifies the same when read back.")
+    p.add_argument("image", metavar="IMAGE")
+    goal = p.add_mutually_exclusive_group(required=True)
+    goal.add_argument("--target", action="append", metavar="CLASS",
+                      help="target class by index, wnid or name (repeat for several targets: one batch)")
+    goal.add_argument("--untargeted", action="store_true", help="move away from the model's clean prediction")
+    p.add_argument("--norm", choices=sorted(DEFAULT_EPS), default="linf", help="threat model (default linf)")
+    p.add_argument("--eps", type=number, default=None,
+                   help="radius in [0,1] pixel units, e.g. 4/255 (default: 4/255 linf, 0.5 l2, 10 l1)")
+    p.add_argument("--step-size", type=number, default=None, help="default 2.5*eps/steps")
+    p.add_argument("--steps", type=int, default=50, help="at most this many steps; stops at success (default 50)")
+    p.add_argument("--restarts", type=int, default=1, help="random restarts (default 1)")
+    p.add_argument("--random-start", action="store_true", help="start at a random point of the ε-ball")
+    p.add_argument("--loss", choices=LOSSES, default="logprob", help="attack loss (default logprob)")
+    p.add_argument("--no-quantize", action="store_true", help="keep float pixels (the PNG may then differ)")
+    add_model_args(p)
+    add_output_args(p)
+    p.set_defaults(run=run)
+
+
+def progress_enabled(args: argparse.Namespace) -> bool:
+    """tqdm bars only for a person watching a terminal."""
+    return not getattr(args, "json", False) and sys.stderr.isatty()
+
+
+def check_positive(name: str, value: int | float | None, *, allow_zero: bool = False) -> None:
+    if value is None:
+        return
+    if value < 0 or (value == 0 and not allow_zero):
+        raise UserError(f"{name} must be {'>= 0' if allow_zero else '> 0'}, got {value:g}")
+
+
+def amplified(delta: torch.Tensor) -> torch.Tensor:
+    """A perturbation (C,H,W) mapped to [0,1] for viewing: 0.5 + δ / (2·max|δ|)."""
+    m = float(delta.abs().max())
+    return (0.5 + delta / (2 * m)).clamp(0, 1) if m > 0 else torch.full_like(delta, 0.5)
+
+
+def run(args: argparse.Namespace) -> int:
+    eps = DEFAULT_EPS[args.norm] if args.eps is None else args.eps
+    check_positive("--eps", eps, allow_zero=True)
+    check_positive("--steps", args.steps)
+    check_positive("--restarts", args.restarts)
+    check_positive("--step-size", args.step_size)
+    model = load_model(args)
+    x = load_inputs([args.image], model)
+    targets = None
+    if args.target:
+        targets = list(dict.fromkeys(resolve_class(t, model.num_classes) for t in args.target))
+    out = prepare_out(args.out)
+
+    res = attack(model, x, target=targets, norm=args.norm, eps=eps, step_size=args.step_size, steps=args.steps,
+                 restarts=args.restarts, random_start=args.random_start, loss=args.loss,
+                 quantize=not args.no_quantize, seed=args.seed, progress=progress_enabled(args))
+    result = {**model.describe(), "image": str(args.image), **res.to_dict()}
+    name = model.class_name
+    before = res.before[0][0]
+    lines = [f"{model.name}: {args.image} is {before.name} ({before.index}), p={before.prob:.3f}",
+             f"{'targeted' if res.targeted else 'untargeted'} {args.norm} attack, eps={eps:.4g} "
+             f"({eps * 255:.2f}/255), step {res.settings['step_size']:.4g}, at most {args.steps} steps"]
+    for i, row in enumerate(result["results"]):
+        top = res.after[i][0]
+        goal = f"target {row['target']} ({name(row['target'])})" if res.targeted else f"away from {row['label']}"
+        lines.append(f"  {goal}: {'SUCCESS' if row['success'] else 'failed'}; now {top.name} ({top.index}) "
+                     f"p={top.prob:.3f}; Linf {row['linf_255']:.2f}/255, L2 {row['l2']:.3f}, "
+                     f"PSNR {row['psnr_db'] if row['psnr_db'] is None else round(row['psnr_db'], 1)} dB, "
+                     f"SSIM {row['ssim']:.4f}")
+    lines.append(f"{res.steps_run} steps, {res.seconds:.1f} s")
+    if out:
+        result["files"] = _write_figures(out, res, targets)
+        write_json(result, out / "result.json")
+        lines.append(f"images, figures and result.json in {out}")
+    else:
+        lines.append("(use --out DIR to save the adversarial image and figures)")
+    emit(result, args, "\n".join(lines))
+    return 0
+
+
+def _write_figures(out: Path, res, targets: list[int] | None) -> list[str]:
+    files = [save_image(res.original[0], out / "original.png").name]
+    files.append(plot_topk(res.before[0], out / "top5_before.png", title="before the attack: top-5",
+                           highlight=targets[0] if targets and len(targets) == 1 else None).name)
+    several = res.adversarial.shape[0] > 1
+    for i in range(res.adversarial.shape[0]):
+        tag = f"_{int(res.targets[i])}" if several else ""
+        hl = int(res.targets[i]) if res.targets is not None else None
+        files.append(save_image(res.adversarial[i], out / f"adversarial{tag}.png").name)
+        files.append(save_image(amplified(res.perturbation[i]), out / f"perturbation{tag}.png").name)
+        files.append(plot_topk(res.after[i], out / f"top5_after{tag}.png", highlight=hl,
+                               title=f"after the attack{' on ' + str(hl) if hl is not None else ''}: top-5").name)
+    if res.history:
+        series = {"loss (mean over running rows)": [h["loss"] for h in res.history]}
+        key = "target_prob" if res.targeted else "label_prob"
+        if key in res.history[0]:
+            series[key.replace("_", " ")] = [h[key] for h in res.history]
+        files.append(plot_curves(series, out / "loss.png", title="attack progress").name)
+    return files
+
