@@ -166,7 +166,7 @@ def is_madry(state: dict[str, torch.Tensor]) -> bool:
 
 
 def _vector(t: torch.Tensor) -> tuple[float, ...]:
-    return tuple(float(v) for v in t.detach().reshape(-1))
+    return tuple(float(f"{float(v):.7g}") for v in t.detach().reshape(-1))
 
 
 def _normalizer(state: dict[str, torch.Tensor], prefix: str) -> tuple[tuple | None, tuple | None]:

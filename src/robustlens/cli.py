@@ -11,7 +11,7 @@ import sys
 
 from .errors import UserError
 
-COMMANDS = ["models", "classes", "layers", "classify", "demo", "report", "app",
+COMMANDS = ["models", "classes", "layers", "classify", "demo", "report", "app", "train",
             "attack", "invert", "dream", "visualize"]
 
 

@@ -15,13 +15,13 @@ from __future__ import annotations
 import os
 import socket
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from .checkpoints import load_into, read_state_dict
+from .checkpoints import is_weights_spec, load_into, load_weights, read_state_dict
 from .errors import UserError, unknown
 from .preprocess import LITE_MEAN, LITE_STD, PreprocessConfig
 
@@ -202,7 +202,9 @@ def _build_torchvision(name: str, weights: str, seed: int) -> Classifier:
         net = _seeded_init(seed, lambda: tvm.get_model(name, weights=None))
         weights_desc = weights if weights != "none" else f"none (random init, seed {seed})"
         if weights != "none":
-            load_into(net, read_state_dict(weights), source=str(weights))
+            info = load_weights(net, weights)  # detects MadryLab/RobustBench layouts
+            if info.mean is not None and info.std is not None:
+                config = replace(config, mean=info.mean, std=info.std)
     return Classifier(net.eval(), config, name=name, weights=weights_desc)
 
 
@@ -230,7 +232,7 @@ def _build_timm(name: str, weights: str, seed: int) -> Classifier:
     else:
         net = _seeded_init(seed, lambda: timm.create_model(name, pretrained=False))
         if weights != "none":
-            load_into(net, read_state_dict(weights), source=str(weights))
+            load_weights(net, weights)
     cfg = net.pretrained_cfg
     config = PreprocessConfig.from_crop_pct(cfg["input_size"][-1], cfg.get("crop_pct", 0.875),
                                             interpolation=cfg.get("interpolation", "bicubic"),
@@ -262,7 +264,7 @@ def create_model(name: str = DEFAULT_MODEL, weights: str | None = None, *, seed:
         entry = _REGISTRY[key]
         return entry.builder(weights or entry.default_weights, seed)
     weights = weights or "imagenet"
-    if weights not in ("imagenet", "none") and not Path(weights).is_file():
+    if weights not in ("imagenet", "none") and not is_weights_spec(weights):
         raise UserError(f"weights must be 'imagenet', 'none' or an existing file; {weights!r} is none of these")
     if key.startswith("timm:") or (key not in _torchvision_names() and _timm_available() and _timm_has(key)):
         if not _timm_available():
@@ -282,3 +284,5 @@ def _timm_has(name: str) -> bool:
     import timm
 
     return name in timm.list_models()
+
+from . import smallnets  # noqa: E402,F401  (registers the MNIST/CIFAR/Imagenette models)
