@@ -11,7 +11,7 @@ import sys
 
 from .errors import UserError
 
-COMMANDS = ["models", "classes", "layers", "classify", "demo", "report", "app", "train",
+COMMANDS = ["models", "classes", "layers", "classify", "demo", "report", "app", "train", "evaluate", "compare",
             "attack", "invert", "dream", "visualize"]
 
 
