@@ -307,15 +307,16 @@ def section_problem2(ctx: ReportContext, s: dict) -> None:
     f = feats["x"][0]
     preds_r = topk(rnet, logits_r)[0]
     s["blocks"].append(_text(
-        f"The last layer of ResNet-50 is `{name}` = Linear({fc.in_features} → {fc.out_features}): it takes "
+        f"The last layer of ResNet-50 is {name} = Linear({fc.in_features} → {fc.out_features}): it takes "
         f"{fc.in_features} input features (the global-average-pooled output of layer4). For this image the "
         f"randomly initialised network (seed {st.seed}) gives a feature vector of shape {tuple(f.shape)} "
         f"(mean {float(f.mean()):.4f}, max {float(f.max()):.4f}, {int((f > 0).sum())} non-zero)."))
     fig_r = _topk_plot(ctx, preds_r, "p2_random_resnet50_top5_probs.png",
                        title="random-init ResNet-50: top-5 probabilities")
-    s["blocks"].append(_figs([(fig_r, "random-init ResNet-50: top-5 probabilities (near 1/1000 each: it knows "
-                                      "nothing yet)")]))
-    s["blocks"].append(_text(prediction_words(preds_r, "The random-init ResNet-50")))
+    s["blocks"].append(_figs([(fig_r, "random-init ResNet-50: top-5 probabilities")]))
+    s["blocks"].append(_text(prediction_words(preds_r, "The random-init ResNet-50") + " These classes mean "
+                             "nothing: with random weights the logits are arbitrary (and can be large, so the "
+                             "softmax may even look confident)."))
 
     x = ctx.input_for(model)
     with torch.no_grad():
@@ -407,6 +408,9 @@ def _attack_blocks(ctx: ReportContext, model: Classifier, res, prefix: str) -> t
                            title=f"after the attack towards {tname}")
         top1 = res.after[i][0]
         verdict = "succeeded" if row["success"] else "did not succeed"
+        if res.before[i][0].index == t:
+            verdict = (f"had nothing to do: the model already says {tname} for the clean image, so the image is "
+                       f"returned unchanged (the problem set's photo is a corgi: try --image with one)")
         blocks.append(_text(
             f"Target {tname} ({t}): the attack {verdict}; the model now says {top1.name} ({top1.index}) with "
             f"probability {top1.prob:.3f}. Perturbation norms: L∞ = {row['linf']:.5f} ({row['linf_255']:.2f}/255), "
@@ -458,11 +462,14 @@ def section_problem4_difference(ctx: ReportContext, s: dict) -> None:
     s["blocks"].append(_table(["target", "success", "L∞", "L∞ × 255", "L2", "PSNR (dB)", "SSIM"], table))
     worst_psnr = min((r["psnr_db"] for r in rows if r["psnr_db"] is not None), default=None)
     min_ssim = min(r["ssim"] for r in rows)
+    fooled = [r for r in rows if r["success"] and r["linf"] > 0]
     s["blocks"].append(_text(
         f"No pixel moved by more than {max(r['linf_255'] for r in rows):.2g}/255 (ε = {st.eps * 255:.3g}/255). "
-        + (f"A PSNR of {worst_psnr:.1f} dB or more " if worst_psnr is not None else "")
-        + f"and an SSIM of {min_ssim:.3f} or more mean the adversarial images are, to a person, the same "
-        f"picture: side by side above they cannot be told apart, while the model's answer changed completely."))
+        + (f"A PSNR of {worst_psnr:.1f} dB or more and " if worst_psnr is not None else "")
+        + f"an SSIM of {min_ssim:.3f} or more (1 = identical) mean the adversarial images are, to a person, the "
+        f"same picture: side by side above they cannot be told apart"
+        + (f", while the model's answer changed to the target for {len(fooled)} of {len(rows)} targets."
+           if fooled else ".")))
     s["data"] = {"rows": [{"target": r["target"], "linf": r["linf"], "linf_255": r["linf_255"], "l2": r["l2"],
                            "psnr_db": r["psnr_db"], "ssim": r["ssim"], "success": r["success"]} for r in rows]}
 
@@ -617,13 +624,19 @@ def section_dream(ctx: ReportContext, s: dict) -> None:
                                                    "steps per octave": st.dream_steps, "octaves": st.dream_octaves,
                                                    "seed": st.seed})
     x = ctx.input_for(model)
-    res = dream(model, x, layer=layer, steps=st.dream_steps, octaves=st.dream_octaves, seed=st.seed, progress=False)
+    res = dream(model, x, layer, steps=st.dream_steps, octaves=st.dream_octaves, seed=st.seed, progress=False)
+    d = _strip_history(res.to_dict())
     orig = _save(ctx, x[0], "dream_original.png")
-    out = _save(ctx, res.image[0] if res.image.dim() == 4 else res.image, f"dream_{_file(layer)}.png")
-    s["blocks"].append(_text(f"Gradient ascent on ‖φ_L(x)‖² at layer {layer}, over {st.dream_octaves} octaves with "
-                             f"random jitter: the image is pushed towards whatever that layer responds to."))
+    out = _save(ctx, res.image[0], f"dream_{_file(layer)}.png")
+    s["settings"].update({"octave sizes": ", ".join(f"{h}×{w}" for h, w in res.octave_sizes),
+                          "step size": res.settings["step_size"], "jitter": res.settings["jitter"]})
+    s["blocks"].append(_text(
+        f"Gradient ascent on the mean squared activation of layer {layer} over {st.dream_octaves} octave(s) with "
+        f"random jitter: the image is pushed towards whatever that layer responds to. Mean squared activation "
+        f"{_fmt(d['start_mean_square_activation'])} at the start, {_fmt(d['final_mean_square_activation'])} at "
+        f"the end."))
     s["blocks"].append(_figs([(orig, "original"), (out, f"DeepDream at {layer}")]))
-    s["data"] = _strip_history(res.to_dict())
+    s["data"] = d
 
 
 @part("visualize", "Feature visualisation", "extra")
@@ -637,11 +650,18 @@ def section_visualize(ctx: ReportContext, s: dict) -> None:
                   "steps": st.visualize_steps, "size": st.visualize_size, "seed": st.seed})
     res = visualize(model, unit, param="fft", steps=st.visualize_steps, size=st.visualize_size, seed=st.seed,
                     progress=False)
-    f = _save(ctx, res.image[0] if res.image.dim() == 4 else res.image, f"visualize_{_file(unit)}.png")
-    s["blocks"].append(_text(f"An image optimised from noise (FFT parameterisation, with jitter) to maximise the "
-                             f"mean activation of channel {unit}."))
+    f = _save(ctx, res.images[0], f"visualize_{_file(unit)}.png")
+    d = _strip_history(res.to_dict())
+    s["blocks"].append(_text(
+        f"An image optimised from noise (FFT parameterisation, decorrelated colour, random jitter/scale/rotation) "
+        f"to maximise the mean activation of channel {unit}: {_fmt(d['start_value'][0])} at the start, "
+        f"{_fmt(d['value'][0])} at the end."))
     s["blocks"].append(_figs([(f, f"what {unit} responds to")]))
-    s["data"] = _strip_history(res.to_dict())
+    s["data"] = d
+
+
+def _fmt(v) -> str:
+    return "–" if v is None else f"{v:.4g}"
 
 
 # --- the whole report ----------------------------------------------------------------------------------------
@@ -687,11 +707,11 @@ def build_report(
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise UserError(f"--out {out} exists and is not a folder")
-    out.mkdir(parents=True, exist_ok=True)
     ctx = ReportContext(out=out, image=pil, image_label=label, model_name=model, weights=weights,
                         robust_name=robust_model, robust_weights=robust_weights, settings=settings,
                         device=torch.device(device), log=log)
-    ctx.main_model()  # an unknown model name is a UserError before any section runs
+    ctx.main_model()  # an unknown model or weights file is a UserError before anything is written
+    out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     done = []
     parts = PARTS if parts is None else parts

@@ -1,0 +1,193 @@
+"""The report: self-contained HTML, sections recorded honestly, and numbers equal to the individual commands'."""
+
+from __future__ import annotations
+
+import base64
+import json
+from html.parser import HTMLParser
+from pathlib import Path
+
+import pytest
+
+from robustlens import report as rp
+from robustlens.cli import main
+from robustlens.errors import UserError
+from robustlens.images import example_image
+from robustlens.report_html import equation_html, render
+
+
+class PageScan(HTMLParser):
+    """Collects every tag's attributes, section ids and image sources of a page."""
+
+    def __init__(self):
+        super().__init__()
+        self.tags: list[tuple[str, dict]] = []
+
+    def handle_starttag(self, tag, attrs):
+        self.tags.append((tag, dict(attrs)))
+
+    def of(self, tag: str) -> list[dict]:
+        return [a for t, a in self.tags if t == tag]
+
+
+def scan(html: str) -> PageScan:
+    p = PageScan()
+    p.feed(html)
+    return p
+
+
+def assert_self_contained(html: str) -> PageScan:
+    """No scripts, style sheets, fonts or images fetched from anywhere: every image is a PNG data URI."""
+    page = scan(html)
+    assert not page.of("script") and not page.of("link") and not page.of("iframe")
+    assert "@import" not in html and "url(" not in html
+    for tag, attrs in page.tags:
+        for key in ("src", "href"):
+            value = attrs.get(key)
+            if value is not None and key == "href":
+                assert value.startswith("#"), (tag, value)
+    for img in page.of("img"):
+        src = img["src"]
+        assert src.startswith("data:image/png;base64,"), src[:40]
+        assert base64.b64decode(src.split(",", 1)[1])[:8] == b"\x89PNG\r\n\x1a\n"
+    return page
+
+
+@pytest.fixture(scope="module")
+def chelsea_file(tmp_path_factory) -> Path:
+    p = tmp_path_factory.mktemp("img") / "chelsea.png"
+    example_image("chelsea").save(p)
+    return p
+
+
+def test_render_embeds_figures_and_escapes(tmp_path):
+    from robustlens.images import save_image
+    import torch
+
+    save_image(torch.rand(3, 8, 8), tmp_path / "a.png")
+    report = {"meta": {"title": "t <x>", "summary": {"image": "a & b"}},
+              "sections": [{"id": "s1", "title": "One", "problem": "1", "status": "ok", "settings": {"eps": 0.5},
+                            "seconds": 1.25, "data": {},
+                            "blocks": [{"kind": "text", "text": "<script>alert(1)</script>"},
+                                       {"kind": "equations", "lines": ["x_{i} = y^{2}"]},
+                                       {"kind": "table", "columns": ["a"], "rows": [[1.23456789], [None]]},
+                                       {"kind": "figures", "items": [{"file": "a.png", "caption": "fig"}]},
+                                       {"kind": "note", "text": "not available"}]}]}
+    html = render(report, tmp_path)
+    page = assert_self_contained(html)
+    assert len(page.of("img")) == 1 and page.of("img")[0]["data-file"] == "a.png"
+    assert "&lt;script&gt;" in html and "t &lt;x&gt;" in html
+    assert "1.235" in html and 'id="s1"' in html
+    assert equation_html("x_{i} = y^{2} < z") == "x<sub>i</sub> = y<sup>2</sup> &lt; z"
+
+
+def test_amplified_perturbation():
+    import torch
+
+    d = torch.tensor([[[0.01, -0.02], [0.0, 0.005]]]).expand(3, 2, 2)
+    img, factor = rp.amplified(d)
+    assert factor == pytest.approx(25.0)
+    assert float(img.min()) == pytest.approx(0.0) and float(img[0, 1, 0]) == pytest.approx(0.5)
+    img0, f0 = rp.amplified(torch.zeros(3, 2, 2))
+    assert f0 == 1.0 and torch.all(img0 == 0.5)
+
+
+def test_default_layers_known_and_generic(default_model):
+    assert rp.default_layers(default_model) == ("_blocks.2", "_blocks.7", "_conv_head")
+    from robustlens.zoo import create_model
+
+    net = create_model("imagenette_resnet", "none")
+    assert rp.default_layers(net) == ("layer1", "layer2", "layer4")
+
+
+def test_bad_image_writes_nothing(tmp_path, capsys):
+    out = tmp_path / "never"
+    with pytest.raises(UserError):
+        rp.build_report(out, image=tmp_path / "missing.jpg")
+    assert not out.exists()
+    assert main(["report", "--image", str(tmp_path / "missing.jpg"), "--out", str(out)]) == 2
+    assert "image file not found" in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_a_failing_part_is_recorded_and_the_rest_still_runs(tmp_path):
+    def broken(ctx, s):
+        raise RuntimeError("boom")
+
+    parts = [rp.Part("broken", "Broken part", "x", broken),
+             next(p for p in rp.PARTS if p.id == "problem1")]
+    rep = rp.build_report(tmp_path, parts=parts, settings=rp.ReportSettings.quick_settings())
+    assert [s["status"] for s in rep["sections"]] == ["error", "ok"]
+    assert rep["status"] == "error"
+    assert "RuntimeError: boom" in rep["sections"][0]["data"]["error"]
+    assert "This part failed" in Path(rep["html"]).read_text()
+
+
+@pytest.mark.slow
+def test_report_numbers_equal_the_commands(tmp_path, chelsea_file, capsys):
+    """Problem 2 and 4(a)-(c) of the report against `robustlens classify` and `robustlens attack` with the same
+    settings and seed: every number equal."""
+    settings = rp.ReportSettings.quick_settings(attack_steps=4)
+    wanted = {"problem2", "problem4_attacks", "problem4_difference"}
+    rep = rp.build_report(tmp_path / "report", image=chelsea_file, settings=settings,
+                          parts=[p for p in rp.PARTS if p.id in wanted])
+    on_disk = json.loads((tmp_path / "report" / "report.json").read_text())
+    sections = {s["id"]: s for s in on_disk["sections"]}
+    assert all(sections[i]["status"] == "ok" for i in wanted), [sections[i]["data"] for i in wanted]
+
+    assert main(["attack", str(chelsea_file), "--target", "76", "--target", "282", "--eps", "4/255",
+                 "--steps", "4", "--seed", "0", "--out", str(tmp_path / "attack"), "--json"]) == 0
+    capsys.readouterr()
+    cli = json.loads((tmp_path / "attack" / "result.json").read_text())
+    ours = sections["problem4_attacks"]["data"]["attack"]
+    assert ours["settings"] == cli["settings"]
+    keys = ("target", "label", "success", "linf", "linf_255", "l2", "psnr_db", "ssim", "before", "after")
+    assert [{k: r[k] for k in keys} for r in ours["results"]] == [{k: r[k] for k in keys} for r in cli["results"]]
+    diff = sections["problem4_difference"]["data"]["rows"]
+    assert [(r["linf"], r["l2"], r["psnr_db"], r["ssim"]) for r in diff] == \
+        [(r["linf"], r["l2"], r["psnr_db"], r["ssim"]) for r in cli["results"]]
+
+    assert main(["classify", str(chelsea_file), "--json"]) == 0
+    classify = json.loads(capsys.readouterr().out)
+    assert sections["problem2"]["data"]["pretrained_topk"] == classify["images"][0]["topk"]
+    assert sections["problem2"]["data"]["last_layer"] == {"name": "fc", "in_features": 2048, "out_features": 1000}
+    assert rep["status"] == "ok"
+
+
+@pytest.mark.slow
+def test_robust_section_with_project_models(tmp_path, monkeypatch):
+    """4(e)(f) runs the same attack and inversion on the standard and the robust project model side by side
+    (here with random weights standing in for the trained files)."""
+    from safetensors.torch import save_file
+
+    from robustlens.zoo import create_model
+
+    folder = tmp_path / "models"
+    folder.mkdir()
+    for seed, name in enumerate(("imagenette_resnet_robust", "imagenette_resnet_standard")):
+        net = create_model("imagenette_resnet", "none", seed=seed).net
+        save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(folder / f"{name}.safetensors"))
+    monkeypatch.setenv("ROBUSTLENS_MODELS", str(folder))
+    part = next(p for p in rp.PARTS if p.id == "problem4_robust")
+    rep = rp.build_report(tmp_path / "out", parts=[part], settings=rp.ReportSettings.quick_settings())
+    s = rep["sections"][0]
+    assert s["status"] == "ok", s["data"]
+    assert set(s["data"]["models"]) == {"standard", "robust"}
+    for kind in ("standard", "robust"):
+        m = s["data"]["models"][kind]
+        assert m["model"]["model"] == f"imagenette_resnet_{kind}"
+        assert [r["target"] for r in m["attack"]["results"]] == s["data"]["targets"]
+        assert [r["layer"] for r in m["inversion"]["layers"]] == ["layer1", "layer2", "layer4"]
+    assert s["settings"]["norm"] == "l2"
+    page = assert_self_contained(Path(rep["html"]).read_text())
+    assert len(page.of("img")) == sum(len(b["items"]) for b in s["blocks"] if b["kind"] == "figures")
+
+
+def test_robust_section_says_plainly_when_there_is_no_robust_model(tmp_path, monkeypatch):
+    monkeypatch.setenv("ROBUSTLENS_MODELS", str(tmp_path / "empty"))
+    part = next(p for p in rp.PARTS if p.id == "problem4_robust")
+    rep = rp.build_report(tmp_path / "out", parts=[part], settings=rp.ReportSettings.quick_settings())
+    s = rep["sections"][0]
+    assert s["status"] == "unavailable"
+    assert "No robust model is available" in s["blocks"][0]["text"]
+    assert rep["status"] == "partial"
