@@ -51,6 +51,15 @@ def octave_sizes(h: int, w: int, octaves: int, octave_scale: float) -> list[tupl
             for k in reversed(range(octaves))]
 
 
+def check_octaves(h: int, w: int, octaves: int, octave_scale: float) -> list[tuple[int, int]]:
+    """:func:`octave_sizes`, or a :class:`UserError` if the smallest octave is under ``MIN_OCTAVE_SIZE``."""
+    sizes = octave_sizes(h, w, octaves, octave_scale)
+    if min(sizes[0]) < MIN_OCTAVE_SIZE:
+        raise UserError(f"the smallest octave would be {sizes[0][0]}x{sizes[0][1]} pixels (< {MIN_OCTAVE_SIZE}): "
+                        "use fewer octaves or a smaller octave scale")
+    return sizes
+
+
 def dream(
     model: nn.Module,
     image: torch.Tensor,
@@ -74,10 +83,7 @@ def dream(
     if octave_scale < 1:
         raise UserError(f"octave scale must be at least 1, got {octave_scale}")
     x = (image.unsqueeze(0) if image.dim() == 3 else image).detach()
-    sizes = octave_sizes(x.shape[-2], x.shape[-1], octaves, octave_scale)
-    if min(sizes[0]) < MIN_OCTAVE_SIZE:
-        raise UserError(f"the smallest octave would be {sizes[0][0]}x{sizes[0][1]} pixels (< {MIN_OCTAVE_SIZE}): "
-                        "use fewer octaves or a smaller octave scale")
+    sizes = check_octaves(x.shape[-2], x.shape[-1], octaves, octave_scale)
     detail = torch.zeros(*x.shape[:2], *sizes[0], device=x.device, dtype=x.dtype)
     history: list[dict] = []
     seconds = 0.0

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import argparse
 
-from ..dream import dream
+from ..dream import check_octaves, dream
 from ..images import save_image
 from ..layers import resolve_layer
 from ..plots import image_grid
@@ -43,6 +43,7 @@ def run(args: argparse.Namespace) -> int:
     model = load_model(args)
     resolve_layer(model, args.layer)
     x = load_inputs([args.image], model)
+    check_octaves(x.shape[-2], x.shape[-1], args.octaves, args.octave_scale)
     out = prepare_out(args.out)
 
     res = dream(model, x, args.layer, octaves=args.octaves, octave_scale=args.octave_scale, steps=args.steps,
