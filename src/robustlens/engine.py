@@ -16,6 +16,7 @@ Guarantees:
 from __future__ import annotations
 
 import contextlib
+import math
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -122,6 +123,7 @@ def optimize(
     transforms: Transform | None = None,
     step_rule: str = "pgd",
     lr: float | None = None,
+    schedule: str = "constant",
     channels_last: bool = False,
     desc: str = "optimize",
 ) -> OptimizeResult:
@@ -130,7 +132,8 @@ def optimize(
     - ``threat``: the allowed set around ``x0`` (default: only the box [0,1]); each step is projected onto it.
     - ``step_rule``: ``"pgd"``: x ← project(x − step_size · threat.ascent_direction(grad)) (sign for L∞,
       unit L2 for L2, ...); ``"adam"``: element-wise Adam with learning rate ``lr`` (default ``step_size``),
-      then the projection.
+      then the projection. ``schedule``: ``"constant"`` or ``"cosine"`` (step size / learning rate times
+      ½(1 + cos(π·t/steps)) at step t: large moves first, fine ones at the end).
     - ``start``: ``"x0"``, ``"random"`` (``threat.random_start``) or a tensor like ``x0``. Restarts after the
       first always start at a random point of the threat set; each example keeps its best over restarts.
     - ``success_fn(outputs) -> (N,) bool`` marks success; with ``early_stop`` an example stops at its first
@@ -154,6 +157,8 @@ def optimize(
         raise ValueError(f"restarts must be >= 1, got {restarts}")
     if step_rule not in ("pgd", "adam"):
         raise ValueError(f"step_rule must be 'pgd' or 'adam', got {step_rule!r}")
+    if schedule not in ("constant", "cosine"):
+        raise ValueError(f"schedule must be 'constant' or 'cosine', got {schedule!r}")
     if early_stop and success_fn is None:
         raise ValueError("early_stop needs a success_fn")
     if param is not None and not isinstance(threat, Unconstrained):
@@ -236,7 +241,10 @@ def optimize(
                             bar.update(steps - t)
                             break
                     d = adam.direction(grad) if adam is not None else threat.ascent_direction(grad, z)
-                    z = z - (lr if adam is not None else step_size) * d
+                    size = lr if adam is not None else step_size
+                    if schedule == "cosine":
+                        size *= 0.5 * (1 + math.cos(math.pi * t / steps))
+                    z = z - size * d
                     if param is None:
                         z = threat.project(z, x0a)
                     steps_run += 1

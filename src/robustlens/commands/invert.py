@@ -23,7 +23,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("image", metavar="IMAGE")
     p.add_argument("--layer", action="append", required=True, metavar="LAYER", help="layer name (repeatable)")
     p.add_argument("--steps", type=int, default=200, help="Adam steps (default 200)")
-    p.add_argument("--lr", type=number, default=0.05, help="Adam learning rate in pixel units (default 0.05)")
+    p.add_argument("--lr", type=number, default=0.1,
+                   help="Adam learning rate in pixel units, cosine-decayed (default 0.1)")
     p.add_argument("--tv", type=number, default=0.0, help="total-variation weight (default 0: none)")
     add_model_args(p)
     add_output_args(p)
