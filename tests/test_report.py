@@ -53,6 +53,15 @@ def assert_self_contained(html: str) -> PageScan:
     return page
 
 
+def without_timing(obj):
+    """``obj`` without wall times and per-step histories (the only things two equal runs may differ in)."""
+    if isinstance(obj, dict):
+        return {k: without_timing(v) for k, v in obj.items() if k not in ("seconds", "history")}
+    if isinstance(obj, list):
+        return [without_timing(v) for v in obj]
+    return obj
+
+
 @pytest.fixture(scope="module")
 def chelsea_file(tmp_path_factory) -> Path:
     p = tmp_path_factory.mktemp("img") / "chelsea.png"
@@ -97,7 +106,7 @@ def test_default_layers_known_and_generic(default_model):
     from robustlens.zoo import create_model
 
     net = create_model("imagenette_resnet", "none")
-    assert rp.default_layers(net) == ("layer1", "layer2", "layer4")
+    assert rp.default_layers(net) == ("layer2", "layer3", "layer4")
 
 
 def test_bad_image_writes_nothing(tmp_path, capsys):
@@ -154,10 +163,9 @@ def test_report_numbers_equal_the_commands(tmp_path, chelsea_file, capsys):
     assert rep["status"] == "ok"
 
 
-@pytest.mark.slow
-def test_robust_section_with_project_models(tmp_path, monkeypatch):
-    """4(e)(f) runs the same attack and inversion on the standard and the robust project model side by side
-    (here with random weights standing in for the trained files)."""
+@pytest.fixture
+def project_models(tmp_path, monkeypatch):
+    """Random weights standing in for the trained Imagenette files, in a models folder of their own."""
     from safetensors.torch import save_file
 
     from robustlens.zoo import create_model
@@ -168,26 +176,46 @@ def test_robust_section_with_project_models(tmp_path, monkeypatch):
         net = create_model("imagenette_resnet", "none", seed=seed).net
         save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(folder / f"{name}.safetensors"))
     monkeypatch.setenv("ROBUSTLENS_MODELS", str(folder))
-    part = next(p for p in rp.PARTS if p.id == "problem4_robust")
-    rep = rp.build_report(tmp_path / "out", parts=[part], settings=rp.ReportSettings.quick_settings())
-    s = rep["sections"][0]
-    assert s["status"] == "ok", s["data"]
-    assert set(s["data"]["models"]) == {"standard", "robust"}
+    return folder
+
+
+@pytest.mark.slow
+def test_robust_sections_equal_the_compare_command(tmp_path, project_models, chelsea_file, capsys):
+    """4(e)(f): the same attack on the standard and the robust project model, and the side-by-side large-ε
+    attack and inversions, whose numbers equal `robustlens compare` with the same settings."""
+    parts = [p for p in rp.PARTS if p.id in ("problem4_robust", "problem4_compare")]
+    rep = rp.build_report(tmp_path / "out", image=chelsea_file, parts=parts,
+                          settings=rp.ReportSettings.quick_settings())
+    e, f = rep["sections"]
+    assert e["status"] == "ok" and f["status"] == "ok", (e["data"], f["data"])
+    assert set(e["data"]["models"]) == {"standard", "robust"}
     for kind in ("standard", "robust"):
-        m = s["data"]["models"][kind]
+        m = e["data"]["models"][kind]
         assert m["model"]["model"] == f"imagenette_resnet_{kind}"
-        assert [r["target"] for r in m["attack"]["results"]] == s["data"]["targets"]
-        assert [r["layer"] for r in m["inversion"]["layers"]] == ["layer1", "layer2", "layer4"]
-    assert s["settings"]["norm"] == "l2"
+        assert [r["target"] for r in m["attack"]["results"]] == e["data"]["targets"]
+        assert m["attack"]["settings"]["norm"] == "l2" and m["attack"]["settings"]["eps"] == 1.0
+    assert f["data"]["layers"] == ["layer2", "layer3", "layer4"]
     page = assert_self_contained(Path(rep["html"]).read_text())
-    assert len(page.of("img")) == sum(len(b["items"]) for b in s["blocks"] if b["kind"] == "figures")
+    figures = [i for s in rep["sections"] for b in s["blocks"] if b["kind"] == "figures" for i in b["items"]]
+    assert len(page.of("img")) == len(figures)
+
+    args = ["compare", str(chelsea_file), "--models", "imagenette_resnet_standard,imagenette_resnet_robust",
+            "--target", f["data"]["target"], "--eps", "10", "--steps", "3", "--invert-steps", "3", "--seed", "0",
+            "--out", str(tmp_path / "compare"), "--json"]
+    for layer in f["data"]["layers"]:
+        args += ["--layer", layer]
+    assert main(args) == 0
+    capsys.readouterr()
+    cli = json.loads((tmp_path / "compare" / "result.json").read_text())
+    ours = json.loads((tmp_path / "out" / "report.json").read_text())["sections"][1]["data"]["models"]
+    assert without_timing(ours) == without_timing(cli["models"])
 
 
 def test_robust_section_says_plainly_when_there_is_no_robust_model(tmp_path, monkeypatch):
     monkeypatch.setenv("ROBUSTLENS_MODELS", str(tmp_path / "empty"))
-    part = next(p for p in rp.PARTS if p.id == "problem4_robust")
-    rep = rp.build_report(tmp_path / "out", parts=[part], settings=rp.ReportSettings.quick_settings())
-    s = rep["sections"][0]
-    assert s["status"] == "unavailable"
-    assert "No robust model is available" in s["blocks"][0]["text"]
+    parts = [p for p in rp.PARTS if p.id in ("problem4_robust", "problem4_compare")]
+    rep = rp.build_report(tmp_path / "out", parts=parts, settings=rp.ReportSettings.quick_settings())
+    for s in rep["sections"]:
+        assert s["status"] == "unavailable"
+        assert "No robust model is available" in s["blocks"][0]["text"]
     assert rep["status"] == "partial"

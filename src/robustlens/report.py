@@ -39,7 +39,7 @@ DEFAULT_ROBUST_MODEL = "imagenette_resnet_robust"
 # Three layers (early, middle, late) per known architecture for the inversions; others: see default_layers.
 _INVERSION_LAYERS = {
     "efficientnet_lite": ("_blocks.2", "_blocks.7", "_conv_head"),
-    "imagenette_resnet": ("layer1", "layer2", "layer4"),
+    "imagenette_resnet": ("layer2", "layer3", "layer4"),
     "resnet": ("layer1", "layer3", "layer4"),
 }
 
@@ -62,6 +62,8 @@ class ReportSettings:
     robust_norm: str = "l2"
     robust_eps: float = 1.0
     robust_attack_steps: int = 60
+    robust_big_eps: float = 10.0
+    robust_big_steps: int = 100
     robust_inversion_steps: int = 200
     dream_layer: str = ""
     dream_steps: int = 10
@@ -75,7 +77,8 @@ class ReportSettings:
     @classmethod
     def quick_settings(cls, **overrides) -> "ReportSettings":
         """A few steps of everything: checks the pipeline end to end in well under a minute."""
-        base = dict(attack_steps=3, inversion_steps=3, robust_attack_steps=3, robust_inversion_steps=3,
+        base = dict(attack_steps=3, inversion_steps=3, robust_attack_steps=3, robust_big_steps=3,
+                    robust_inversion_steps=3,
                     dream_steps=2, dream_octaves=1, visualize_steps=3, visualize_size=64, digits_epochs=1,
                     quick=True)
         return cls(**{**base, **overrides})
@@ -481,7 +484,7 @@ def run_inversion(model: Classifier, x: torch.Tensor, *, layers, steps: int, see
     return invert(model, x, layers=list(layers), steps=steps, seed=seed, progress=False)
 
 
-def _inversion_blocks(ctx: ReportContext, res, prefix: str, *, small: bool = False) -> tuple[list[dict], dict]:
+def _inversion_blocks(ctx: ReportContext, res, prefix: str) -> tuple[list[dict], dict]:
     """Original and one reconstruction per layer in a row, and a table of feature distances."""
     items = [(_save(ctx, res.reference[0], f"{prefix}_original.png"), "original")]
     d = res.to_dict()
@@ -490,7 +493,7 @@ def _inversion_blocks(ctx: ReportContext, res, prefix: str, *, small: bool = Fal
         items.append((f, f"reconstruction from {row['layer']} (feature distance {row['distance']:.3f})"))
     table = _table(["layer", "relative feature distance at the noise start", "after", "removed"],
                    [[r["layer"], r["start_distance"], r["distance"], r["drop"]] for r in d["layers"]])
-    return [_figs(items, small=small), table], _strip_history(d)
+    return [_figs(items), table], _strip_history(d)
 
 
 @part("problem4_inversion", "Problem 4 (d) — feature inversion at three layers", "4(d)")
@@ -546,69 +549,137 @@ def _robust_targets(ctx: ReportContext, model: Classifier) -> tuple[int, ...]:
     return tuple(int(i) for i in logits.argsort()[:2].tolist())
 
 
-@part("problem4_robust", "Problem 4 (e)(f) — the same on an adversarially robust model", "4(e)(f)")
-def section_problem4_robust(ctx: ReportContext, s: dict) -> None:
-    st = ctx.settings
-    pair = robust_pair(ctx)
-    if isinstance(pair, str):
+def _robust_setup(ctx: ReportContext, s: dict):
+    """(standard, robust, targets) for 4(e)(f), or None after marking the section unavailable."""
+    key = "robust_setup"
+    if key not in ctx.shared:
+        pair = robust_pair(ctx)
+        ctx.shared[key] = pair if isinstance(pair, str) else (*pair, _robust_targets(ctx, pair[0]))
+    setup = ctx.shared[key]
+    if isinstance(setup, str):
         s["status"] = "unavailable"
-        s["blocks"].append(_note(pair))
-        return
-    standard, robust = pair
-    targets = _robust_targets(ctx, standard)
-    layers = st.inversion_layers if st.inversion_layers and robust.name == ctx.model_name else default_layers(robust)
+        s["blocks"].append(_note(setup))
+        return None
+    standard, robust, targets = setup
     s["settings"].update({"standard model": f"{standard.name} ({standard.weights})",
                           "robust model": f"{robust.name} ({robust.weights})",
-                          "targets": ", ".join(f"{standard.class_name(t)} ({t})" for t in targets),
-                          "norm": st.robust_norm, "eps": f"{st.robust_eps:.6g}",
-                          "attack steps": st.robust_attack_steps, "inversion layers": ", ".join(layers),
-                          "inversion steps": st.robust_inversion_steps, "seed": st.seed, "image": ctx.image_label})
+                          "image": ctx.image_label, "seed": ctx.settings.seed})
+    return setup
+
+
+@part("problem4_robust", "Problem 4 (e)(f) — the same attacks on an adversarially robust model", "4(e)(f)")
+def section_problem4_robust(ctx: ReportContext, s: dict) -> None:
+    st = ctx.settings
+    setup = _robust_setup(ctx, s)
+    if setup is None:
+        return
+    standard, robust, targets = setup
+    s["settings"].update({"targets": ", ".join(f"{standard.class_name(t)} ({t})" for t in targets),
+                          "norm": st.robust_norm, "eps": f"{st.robust_eps:.6g}", "steps": st.robust_attack_steps})
     if standard.num_classes != 1000:
+        names = ", ".join(standard.class_name(i) for i in range(standard.num_classes))
         s["blocks"].append(_text(
-            f"These models have {standard.num_classes} classes ({', '.join(standard.class_name(i) for i in range(standard.num_classes))}), "
-            f"so Tarantula and Tiger cat cannot be targets: the targets are the two classes the standard model finds "
-            f"least likely for this image. Both models get exactly the same attack and inversion settings."))
+            f"These models have {standard.num_classes} classes ({names}), so Tarantula and Tiger cat cannot be "
+            f"targets: the targets are the two classes the standard model finds least likely for this image."))
+    s["blocks"].append(_text(
+        f"Exactly the same targeted attack ({st.robust_norm}, ε = {st.robust_eps:g}, {st.robust_attack_steps} steps, "
+        f"seed {st.seed}; the robust model was trained against attacks of this kind) on both models."))
     data = {"targets": list(targets), "models": {}}
-    table = []
-    attack_figs = {}
+    table, rows_by_kind = [], {}
     for kind, model in (("standard", standard), ("robust", robust)):
-        x = ctx.input_for(model)
-        res = run_attack(model, x, targets=targets, norm=st.robust_norm, eps=st.robust_eps,
+        res = run_attack(model, ctx.input_for(model), targets=targets, norm=st.robust_norm, eps=st.robust_eps,
                          steps=st.robust_attack_steps, seed=st.seed)
-        blocks, rows = _attack_blocks(ctx, model, res, f"p4ef_{kind}")
-        attack_figs[kind] = (blocks, rows)
-        inv = run_inversion(model, x, layers=layers, steps=st.robust_inversion_steps, seed=st.seed)
-        inv_blocks, inv_data = _inversion_blocks(ctx, inv, f"p4ef_{kind}_inversion", small=True)
-        attack_figs[kind] += (inv_blocks,)
-        d = res.to_dict()
-        data["models"][kind] = {"model": model.describe(), "attack": _strip_history(d), "rows": rows,
-                                "inversion": inv_data}
+        _, rows = _attack_blocks(ctx, model, res, f"p4e_{kind}")
+        rows_by_kind[kind] = rows
+        data["models"][kind] = {"model": model.describe(), "attack": _strip_history(res.to_dict()), "rows": rows}
         for r in rows:
             table.append([kind, model.name, f"{r['target_name']} ({r['target']})", r["success"],
                           r["after"][0]["name"], r["after"][0]["prob"], r["linf_255"], r["l2"], r["psnr_db"],
                           r["ssim"]])
     s["blocks"].append(_table(["model", "name", "target", "success", "top-1 after", "p(top-1)", "L∞ × 255", "L2",
-                               "PSNR (dB)", "SSIM"], table,
-                              caption=f"Same attack ({st.robust_norm}, ε = {st.robust_eps:g}, "
-                                      f"{st.robust_attack_steps} steps, seed {st.seed}) on both models"))
-    for r_std, r_rob in zip(attack_figs["standard"][1], attack_figs["robust"][1]):
+                               "PSNR (dB)", "SSIM"], table))
+    for r_std, r_rob in zip(rows_by_kind["standard"], rows_by_kind["robust"]):
         s["blocks"].append(_figs(
             [(r_std["files"]["adversarial"], f"standard: adversarial → {r_std['target_name']}"),
              (r_std["files"]["perturbation"], f"standard: perturbation × {r_std['amplification']:.1f}"),
              (r_rob["files"]["adversarial"], f"robust: adversarial → {r_rob['target_name']}"),
              (r_rob["files"]["perturbation"], f"robust: perturbation × {r_rob['amplification']:.1f}")],
-            caption=f"Target {r_std['target_name']}: standard (left) vs robust (right). The robust model's "
-                    f"perturbation tends to look like the target class; the standard one looks like noise.",
-            small=True))
-    for kind in ("standard", "robust"):
-        figs, table = attack_figs[kind][2]
-        for item in figs["items"]:
-            item["caption"] = f"{kind}: {item['caption']}"
-        table["caption"] = f"{kind} model: feature distances"
-        s["blocks"] += [figs, table]
-    s["blocks"].append(_text("Inversions (standard above, robust below): a robust model's features keep a "
-                             "recognisable picture at deeper layers than a standard model's."))
+            caption=f"Target {r_std['target_name']}: standard (left) vs robust (right).", small=True))
+    fooled = {k: sum(r["success"] for r in rows) for k, rows in rows_by_kind.items()}
+    s["blocks"].append(_text(f"The attack reached its target on {fooled['standard']} of {len(targets)} targets for "
+                             f"the standard model and {fooled['robust']} of {len(targets)} for the robust one."))
     s["data"] = data
+
+
+def _wnid(model: Classifier, label: int) -> str:
+    """The ImageNet wnid of ``model``'s class ``label`` (how `robustlens compare` names a target in any model)."""
+    from .labels import imagenet_classes
+
+    wnids = getattr(model, "class_wnids", None)
+    return wnids[label] if wnids is not None else imagenet_classes()[label].wnid
+
+
+def run_comparison(models, image: Image.Image, *, target: str, norm: str, eps: float, steps: int, layers,
+                   invert_steps: int, seed: int):
+    """The report's side-by-side run: :func:`robustlens.compare.compare_models` (what `robustlens compare`
+    calls) with its defaults for everything not given."""
+    from .compare import compare_models
+
+    return compare_models(models, image, target=target, norm=norm, eps=eps, steps=steps, layers=list(layers),
+                          invert_steps=invert_steps, seed=seed)
+
+
+@part("problem4_compare", "Problem 4 (e)(f) — standard vs robust side by side: large-ε attack and inversions",
+      "4(e)(f)")
+def section_problem4_compare(ctx: ReportContext, s: dict) -> None:
+    from .compare import plot_comparison
+
+    st = ctx.settings
+    setup = _robust_setup(ctx, s)
+    if setup is None:
+        return
+    standard, robust, targets = setup
+    target = _wnid(standard, targets[0])
+    layers = default_layers(robust)
+    if layers != default_layers(standard):
+        raise UserError(f"{standard.name} and {robust.name} do not share the layers {', '.join(layers)}; "
+                        "compare them with `robustlens compare --layer ...`")
+    s["settings"].update({"target": f"{standard.class_name(targets[0])} ({target})", "norm": "l2",
+                          "eps": st.robust_big_eps, "steps": st.robust_big_steps, "early stop": False,
+                          "inversion layers": ", ".join(layers), "inversion steps": st.robust_inversion_steps})
+    runs = run_comparison([standard, robust], ctx.image, target=target, norm="l2", eps=st.robust_big_eps,
+                          steps=st.robust_big_steps, layers=layers, invert_steps=st.robust_inversion_steps,
+                          seed=st.seed)
+    fig = plot_comparison(runs, ctx.figure("p4f_compare.png"),
+                          title=f"l2 ε={st.robust_big_eps:g}, {st.robust_big_steps} steps, target "
+                                f"{standard.class_name(targets[0])}").name
+    s["blocks"].append(_text(
+        f"A large targeted attack (L2, ε = {st.robust_big_eps:g}, {st.robust_big_steps} steps, no early stop) towards "
+        f"{standard.class_name(targets[0])}, and inversions from noise at {', '.join(layers)}, on both models; each "
+        f"adversarial image is also shown to the other model. On a robust model the attack has to paint visible "
+        f"features of the target and the deep-layer inversions still look like the image; on a standard model both "
+        f"look like noise."))
+    s["blocks"].append(_figs([(fig, "one row per model: input, adversarial image, perturbation, inversions")]))
+    items, table, inv_rows = [], [], []
+    for run in runs:
+        kind = "robust" if run.name == robust.name else "standard"
+        a, after = run.attack, run.attack.after[0][0]
+        items.append((_save(ctx, a.adversarial[0], f"p4f_{kind}_adversarial.png"), f"{kind}: adversarial"))
+        amp, factor = amplified(a.perturbation[0])
+        items.append((_save(ctx, amp, f"p4f_{kind}_perturbation.png"), f"{kind}: perturbation × {factor:.1f}"))
+        other = next(iter(run.transfer.values()), {})
+        table.append([kind, run.name, bool(a.success[0]), after.name, after.prob, float(a.l2[0]),
+                      other.get("top1_name"), other.get("top1_prob")])
+        for i, layer in enumerate(run.inversion.layers):
+            inv_rows.append([kind, layer, float(run.inversion.start_distance[i]), float(run.inversion.distance[i])])
+            items.append((_save(ctx, run.inversion.images[i], f"p4f_{kind}_inverted_{_file(layer)}.png"),
+                          f"{kind}: inverted from {layer}"))
+    s["blocks"].append(_table(["model", "name", "target reached", "top-1 after", "p(top-1)", "L2",
+                               "the other model sees", "its p"], table))
+    s["blocks"].append(_figs(items, small=True))
+    s["blocks"].append(_table(["model", "layer", "feature distance at the noise start", "after"], inv_rows,
+                              caption="inversions: relative feature distance"))
+    s["data"] = {"target": target, "layers": list(layers), "models": [r.to_dict() for r in runs]}
 
 
 # --- DeepDream and feature visualisation ---------------------------------------------------------------------
