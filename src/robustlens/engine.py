@@ -220,11 +220,11 @@ def optimize(
                 with torch.no_grad():
                     b_loss, b_succ = best_loss[active], best_succ[active]
                     better = (succ & ~b_succ) | ((succ == b_succ) & (loss < b_loss))
-                    if bool(better.any()):
-                        rows = active[better]
-                        best_x[rows] = img[better].to(best_x.dtype)
-                        best_loss[rows] = loss[better].float()
-                        best_succ[rows] = succ[better]
+                    # masked writes by index: no host sync (cheap next to a forward/backward pass)
+                    best_x[active] = torch.where(better.view(-1, *[1] * (img.dim() - 1)), img.to(best_x.dtype),
+                                                 best_x[active])
+                    best_loss[active] = torch.where(better, loss.float(), b_loss)
+                    best_succ[active] = succ | b_succ
                     if history:
                         hist.append({"restart": r, "step": t, "loss": float(loss.float().mean()),
                                      "best_loss": float(best_loss.mean()), "success": float(best_succ.float().mean()),
@@ -250,7 +250,9 @@ def optimize(
                     steps_run += 1
                     example_steps += len(active)
                     bar.update(1)
-                    bar.set_postfix(loss=f"{float(best_loss.mean()):.4g}", success=f"{float(best_succ.float().mean()):.2f}")
+                    if progress:
+                        bar.set_postfix(loss=f"{float(best_loss.mean()):.4g}",
+                                        success=f"{float(best_succ.float().mean()):.2f}")
     bar.close()
     return OptimizeResult(x=best_x, loss=best_loss, success=best_succ, history=hist, steps_run=steps_run,
                           seconds=time.perf_counter() - t_start, example_steps=example_steps)
