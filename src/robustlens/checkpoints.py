@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -33,7 +34,9 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
         except Exception as e:  # safetensors raises its own error types
             raise UserError(f"cannot read safetensors file {p}: {e}") from None
     try:
-        obj = torch.load(p, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch warns about old pickle protocols before refusing or loading
+            warnings.filterwarnings("ignore", message="Detected pickle protocol")
+            obj = torch.load(p, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else "unsupported content"
         raise UserError(f"refusing to load {p}: it holds pickled objects other than tensors ({first})") from None
@@ -180,20 +183,22 @@ def _normalizer(state: dict[str, torch.Tensor], prefix: str) -> tuple[tuple | No
 
 
 def _pick_prefix(state: dict[str, torch.Tensor], own: set[str]) -> str:
-    """The key prefix under which ``state`` holds the network whose keys are ``own``: the prefix whose
-    sub-dict matches best (exact match first, then most keys in common)."""
+    """The key prefix under which ``state`` holds the network whose keys are ``own``: a prefix whose sub-dict
+    has exactly the keys ``own``, else one whose sub-dict has all of them, else none (``""``), so that a
+    checkpoint of another architecture is reported against its own key names."""
     prefixes = {""}
     for k in state:
         parts = k.split(".")
         for i in range(1, min(len(parts), 4)):
             prefixes.add(".".join(parts[:i]) + ".")
-
-    def score(p: str) -> tuple[int, int, int]:
-        sub = {k[len(p):] for k in state if k.startswith(p)}
-        common = len(sub & own)
-        return (int(sub == own), common, -len(p))
-
-    return max(sorted(prefixes), key=score)
+    subs = {p: {k[len(p):] for k in state if k.startswith(p) and not k.endswith("num_batches_tracked")}
+            for p in sorted(prefixes, key=len)}
+    own = {k for k in own if not k.endswith("num_batches_tracked")}
+    for test in (lambda sub: sub == own, lambda sub: own <= sub):
+        for p, sub in subs.items():
+            if test(sub):
+                return p
+    return ""
 
 
 def load_weights(net: nn.Module, spec: str | Path) -> LoadedWeights:
