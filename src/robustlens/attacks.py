@@ -67,6 +67,7 @@ def pgd(
     restarts: int = 1,
     early_stop: bool = False,
     progress: bool = False,
+    channels_last: bool = False,
 ) -> torch.Tensor:
     """Projected gradient descent (Madry et al.). ``x`` (N,C,H,W) in [0,1]; ``y`` (N,) true labels
     (untargeted: maximise their CE) or target labels (``targeted``: maximise their log-probability).
@@ -74,6 +75,8 @@ def pgd(
     Returns the adversarial images (same shape as ``x``, detached): per example the best iterate over all
     steps and restarts — a successful one if any, else the one with the highest attack loss — inside
     the ε-ball around ``x`` and [0,1]. Model parameters and train/eval mode are left as they were.
+    ``channels_last`` feeds channels-last inputs (pair it with ``model.to(memory_format=torch.channels_last)``:
+    about 2.5× faster for convolutional nets on CPU).
     """
     y = torch.as_tensor(y, dtype=torch.long, device=x.device).reshape(-1)
     if y.numel() not in (1, x.shape[0]):
@@ -81,15 +84,19 @@ def pgd(
     res = optimize(model, x, class_objective(loss, y, targeted=targeted), threat=make_threat(norm, eps),
                    steps=steps, step_size=step_size, start="random" if random_start else "x0", restarts=restarts,
                    early_stop=early_stop, success_fn=class_success(y, targeted=targeted), seed=seed,
-                   progress=progress, history=False, desc="pgd")
+                   progress=progress, history=False, channels_last=channels_last, desc="pgd")
     return res.x
 
 
 def fgsm(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, norm: str = "linf", eps: float,
-         targeted: bool = False, loss: str = "ce", progress: bool = False) -> torch.Tensor:
-    """Fast gradient (sign) method: :func:`pgd` with one step of size ``eps`` from ``x`` (no random start)."""
+         targeted: bool = False, loss: str = "ce", progress: bool = False,
+         channels_last: bool = False) -> torch.Tensor:
+    """Fast gradient (sign) method: :func:`pgd` with one step of size ``eps`` from ``x`` (no random start).
+
+    Like :func:`pgd` it returns the better of the two iterates it evaluates (x itself and x + step), so an
+    example whose step lowered the attack loss without succeeding comes back unchanged."""
     return pgd(model, x, y, norm=norm, eps=eps, step_size=eps, steps=1, targeted=targeted, random_start=False,
-               loss=loss, progress=progress)
+               loss=loss, progress=progress, channels_last=channels_last)
 
 
 # --- the user-facing attack -------------------------------------------------------------------------------
