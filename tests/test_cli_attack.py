@@ -117,12 +117,14 @@ def test_invert_dream_visualize_write_their_files(capsys, tmp_path):
     res = json.loads(stdout)
     assert [r["layer"] for r in res["layers"]] == ["_blocks.1", "_blocks.4"]
     assert all(r["distance"] < r["start_distance"] for r in res["layers"])
-    assert {"inversion.png", "reconstruction__blocks.1.png", "result.json"} <= {p.name for p in (tmp_path / "inv").iterdir()}
+    written = {p.name for p in (tmp_path / "inv").iterdir()}
+    assert {"inversion.png", "reconstruction__blocks.1.png", "result.json"} <= written
 
     code, stdout, _ = run(capsys, "dream", img, "--layer", "_blocks.3", "--octaves", "2", "--steps", "2",
                           "--out", tmp_path / "dr", "--json")
     assert code == 0 and json.loads(stdout)["octave_sizes"] == [[160, 160], [224, 224]]
-    assert {"dream.png", "original.png", "comparison.png", "result.json"} == {p.name for p in (tmp_path / "dr").iterdir()}
+    written = {p.name for p in (tmp_path / "dr").iterdir()}
+    assert written == {"dream.png", "original.png", "comparison.png", "result.json"}
 
     code, stdout, _ = run(capsys, "visualize", "--objective", "_blocks.3:5", "--steps", "3", "--size", "96",
                           "--out", tmp_path / "vis", "--json")

@@ -72,8 +72,8 @@ def invert(
 ) -> InversionResult:
     """Reconstruct ``image`` ((C,H,W) or (1,C,H,W) in [0,1]) from its features at each of ``layers``.
 
-    Pixel-space Adam (learning rate ``lr``, cosine decay to 0) from uniform noise (seeded), kept in [0,1]; ``tv_weight`` adds a
-    total-variation prior (0: the pure feature objective). Returns one reconstruction per layer."""
+    Pixel-space Adam (learning rate ``lr``, cosine decay to 0) from uniform noise (seeded), kept in [0,1];
+    ``tv_weight`` adds a total-variation prior (0: the pure feature objective). One reconstruction per layer."""
     layers = list(layers)
     if not layers:
         raise ValueError("give at least one layer")
@@ -100,6 +100,7 @@ def invert(
                    schedule="cosine", seed=seed, progress=progress, channels_last=channels_last, desc="invert")
     distance = feature_distances(model, res.x, reference, layers)
     settings = {"layers": layers, "steps": steps, "lr": lr, "tv_weight": tv_weight, "seed": seed,
-                "start": "uniform noise", "step_rule": "adam", "schedule": "cosine", "objective": "relative squared L2 feature distance"}
+                "start": "uniform noise", "step_rule": "adam", "schedule": "cosine",
+                "objective": "relative squared L2 feature distance"}
     return InversionResult(layers=layers, reference=ref_img, images=res.x, start_distance=start_distance,
                            distance=distance, history=res.history, seconds=res.seconds, settings=settings)

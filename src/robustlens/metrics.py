@@ -47,9 +47,10 @@ def _gaussian_window(size: int, sigma: float, channels: int, device, dtype) -> t
 
 def ssim(x: torch.Tensor, y: torch.Tensor, data_range: float = 1.0, *, window: int = 11,
          sigma: float = 1.5) -> torch.Tensor:
-    """Structural similarity (Wang et al. 2004) with an 11×11 Gaussian window (σ = 1.5), K1 = 0.01,
-    K2 = 0.03, population (not sample) covariances, averaged over channels and the valid (unpadded) positions: the settings of
-    ``skimage.metrics.structural_similarity(..., gaussian_weights=True, use_sample_covariance=False)``."""
+    """Structural similarity (Wang et al. 2004) with an 11×11 Gaussian window (σ = 1.5), K1 = 0.01, K2 = 0.03,
+    population (not sample) covariances, averaged over channels and the valid (unpadded) positions: the
+    settings of ``skimage.metrics.structural_similarity(..., gaussian_weights=True,
+    use_sample_covariance=False)``."""
     x, y = x.double(), y.double()
     c = x.shape[1]
     size = min(window, x.shape[-1], x.shape[-2])
