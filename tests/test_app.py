@@ -42,7 +42,7 @@ def test_attack_handler_matches_the_api(default_model):
     bank._cache["standard"] = default_model
     img = example_image("chelsea")
     adv, pert, before, after, summary = run_attack(bank, img, "standard", "76 tarantula", "linf", "4/255", 3)
-    x = preprocess(img, default_model.config).unsqueeze(0)
+    x = torch.stack([preprocess(img, default_model.config)])  # as the commands read it
     ref = attack(default_model, x, target=76, eps=4 / 255, steps=3, seed=0, progress=False)
     assert after == {p.name: p.prob for p in ref.after[0]}
     assert before == {p.name: p.prob for p in ref.before[0]}

@@ -84,7 +84,8 @@ def _input(model: Classifier, image: Image.Image | None) -> torch.Tensor:
 
     if image is None:
         raise UserError("upload an image or pick an example first")
-    return preprocess(image.convert("RGB"), model.config).unsqueeze(0).to(next(model.parameters()).device)
+    x = torch.stack([preprocess(image.convert("RGB"), model.config)])  # contiguous, as the commands read it
+    return x.to(next(model.parameters()).device)
 
 
 def _pil(x: torch.Tensor) -> Image.Image:

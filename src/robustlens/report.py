@@ -25,7 +25,6 @@ from PIL import Image
 from .classify import Prediction, topk
 from .errors import UserError
 from .images import example_image, load_pil, save_image
-from .labels import class_name
 from .layers import last_linear, layer_names
 from .plots import plot_topk
 from .preprocess import preprocess
@@ -158,8 +157,9 @@ class ReportContext:
         return self.model(self.model_name, self.weights)
 
     def input_for(self, model: Classifier) -> torch.Tensor:
-        """The report's image preprocessed for ``model``: (1, C, S, S) in [0, 1], as the commands read it."""
-        return preprocess(self.image, model.config).unsqueeze(0).to(self.device)
+        """The report's image preprocessed for ``model``: (1, C, S, S) in [0, 1], contiguous, exactly as the
+        commands read it (`load_inputs` stacks; a permuted tensor would run other convolution kernels)."""
+        return torch.stack([preprocess(self.image, model.config)]).to(self.device)
 
     def figure(self, name: str) -> Path:
         return self.out / _file(name)
@@ -430,8 +430,8 @@ def _attack_blocks(ctx: ReportContext, model: Classifier, res, prefix: str) -> t
 def section_problem4_attacks(ctx: ReportContext, s: dict) -> None:
     st = ctx.settings
     model = ctx.main_model()
-    settings = {"model": f"{model.name} ({model.weights})", "targets": ", ".join(f"{class_name(t)} ({t})"
-                                                                                 for t in st.targets),
+    settings = {"model": f"{model.name} ({model.weights})",
+                "targets": ", ".join(f"{model.class_name(t)} ({t})" for t in st.targets),
                 "norm": st.norm, "eps": f"{st.eps:.6g} ({st.eps * 255:.3g}/255)", "steps": st.attack_steps,
                 "seed": st.seed, "image": ctx.image_label}
     s["settings"].update(settings)
@@ -461,7 +461,7 @@ def section_problem4_difference(ctx: ReportContext, s: dict) -> None:
         return
     _, rows = ctx.shared["attack"]
     table = [[f"{r['target_name']} ({r['target']})", r["success"], r["linf"], r["linf_255"], r["l2"],
-              r["psnr_db"], r["ssim"]] for r in rows]
+              "∞ (identical)" if r["psnr_db"] is None else r["psnr_db"], r["ssim"]] for r in rows]
     s["blocks"].append(_table(["target", "success", "L∞", "L∞ × 255", "L2", "PSNR (dB)", "SSIM"], table))
     worst_psnr = min((r["psnr_db"] for r in rows if r["psnr_db"] is not None), default=None)
     min_ssim = min(r["ssim"] for r in rows)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from ..labels import resolve_class
 from ..report import ReportSettings, build_report
 from ..zoo import DEFAULT_MODEL
 from .common import device_of, emit, number
@@ -15,6 +16,9 @@ def add_report_args(p: argparse.ArgumentParser, *, out_default: str) -> None:
     p.add_argument("--out", default=out_default, help=f"output folder (default ./{out_default})")
     p.add_argument("--quick", action="store_true",
                    help="a few steps of everything (a smoke test in well under a minute; the pictures are rough)")
+    p.add_argument("--target", action="append", metavar="CLASS",
+                   help="target class of 4(a)-(c), by index, wnid or name; repeat for several "
+                        "(default: tarantula and tiger cat)")
     p.add_argument("--seed", type=int, default=0, help="seed of every random start and init (default 0)")
     p.add_argument("--device", default="auto", help="cpu, cuda or auto (default: cuda when available)")
     p.add_argument("--json", action="store_true", help="print one JSON object (paths, status per section)")
@@ -48,6 +52,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def settings_from(args: argparse.Namespace) -> ReportSettings:
     over = {"seed": args.seed}
+    if args.target:
+        over["targets"] = tuple(dict.fromkeys(resolve_class(t) for t in args.target))
     for name in ("norm", "eps", "attack_steps", "inversion_steps", "robust_norm", "robust_eps"):
         value = getattr(args, name, None)
         if value is not None:
