@@ -96,3 +96,28 @@ def test_app_serves_an_offline_page_on_localhost(default_model):
 def test_app_command_checks_its_port(capsys):
     assert main(["app", "--port", "0"]) == 2
     assert "--port" in capsys.readouterr().err
+
+
+def test_inversion_and_dream_handlers(default_model):
+    from robustlens.app import ModelBank, run_dream, run_inversion
+    from robustlens.images import example_image
+
+    bank = ModelBank()
+    bank._cache["standard"] = default_model
+    img = example_image("coffee")
+    gallery = run_inversion(bank, img, "standard", "_blocks.2, _conv_head", 2)
+    assert [c for _, c in gallery][0] == "original" and len(gallery) == 3
+    assert gallery[1][1].startswith("_blocks.2 (feature distance")
+    dreamt = run_dream(bank, img, "standard", "", 1, 1)
+    assert dreamt.size == (224, 224)
+    with pytest.raises(UserError):
+        run_inversion(bank, img, "standard", "no_such_layer", 2)
+
+
+def test_missing_robust_model_is_a_clear_error(tmp_path, monkeypatch):
+    from robustlens.app import ModelBank, run_attack
+    from robustlens.images import example_image
+
+    monkeypatch.setenv("ROBUSTLENS_MODELS", str(tmp_path))
+    with pytest.raises(UserError, match="imagenette_resnet_robust"):
+        run_attack(ModelBank(), example_image("chelsea"), "robust", "0 tench", "l2", "1", 2)
