@@ -660,8 +660,9 @@ def section_problem4_compare(ctx: ReportContext, s: dict) -> None:
         f"features of the target and the deep-layer inversions still look like the image; on a standard model both "
         f"look like noise."))
     s["blocks"].append(_figs([(fig, "one row per model: input, adversarial image, perturbation, inversions")]))
-    items, table, inv_rows = [], [], []
+    rows_of_figures, table, inv_rows = [], [], []
     for run in runs:
+        items = []
         kind = "robust" if run.name == robust.name else "standard"
         a, after = run.attack, run.attack.after[0][0]
         items.append((_save(ctx, a.adversarial[0], f"p4f_{kind}_adversarial.png"), f"{kind}: adversarial"))
@@ -674,9 +675,10 @@ def section_problem4_compare(ctx: ReportContext, s: dict) -> None:
             inv_rows.append([kind, layer, float(run.inversion.start_distance[i]), float(run.inversion.distance[i])])
             items.append((_save(ctx, run.inversion.images[i], f"p4f_{kind}_inverted_{_file(layer)}.png"),
                           f"{kind}: inverted from {layer}"))
+        rows_of_figures.append(_figs(items, small=True))
     s["blocks"].append(_table(["model", "name", "target reached", "top-1 after", "p(top-1)", "L2",
                                "the other model sees", "its p"], table))
-    s["blocks"].append(_figs(items, small=True))
+    s["blocks"] += rows_of_figures
     s["blocks"].append(_table(["model", "layer", "feature distance at the noise start", "after"], inv_rows,
                               caption="inversions: relative feature distance"))
     s["data"] = {"target": target, "layers": list(layers), "models": [r.to_dict() for r in runs]}
