@@ -587,7 +587,10 @@ def section_problem4_robust(ctx: ReportContext, s: dict) -> None:
     data = {"targets": list(targets), "models": {}}
     table, rows_by_kind = [], {}
     for kind, model in (("standard", standard), ("robust", robust)):
-        res = run_attack(model, ctx.input_for(model), targets=targets, norm=st.robust_norm, eps=st.robust_eps,
+        from .compare import target_for
+
+        labels = [target_for(model, _wnid(standard, t)) for t in targets] if model is robust else targets
+        res = run_attack(model, ctx.input_for(model), targets=labels, norm=st.robust_norm, eps=st.robust_eps,
                          steps=st.robust_attack_steps, seed=st.seed)
         _, rows = _attack_blocks(ctx, model, res, f"p4e_{kind}")
         rows_by_kind[kind] = rows
@@ -833,7 +836,7 @@ def build_report(
 
 def _failed(s: dict, status: str, message: str) -> None:
     s["status"] = status
-    s["blocks"].append(_note(("Not available: " if status == "unavailable" else "This part failed: ") + message))
+    s["blocks"] = [_note(("Not available: " if status == "unavailable" else "This part failed: ") + message)]
     s["data"]["error"] = message
 
 
