@@ -299,6 +299,9 @@ def train(
     model.to(device).train()
     opt = torch.optim.SGD(net.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
                           nesterov=cfg.momentum > 0)
+    out = Path(out)
+    if ctx.is_main:
+        out.mkdir(parents=True, exist_ok=True)
     ckpt_path, log_path = out / "checkpoint.safetensors", out / "metrics.jsonl"
     start, resumed_from = 0, None
     if resume and ckpt_path.is_file():
