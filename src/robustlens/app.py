@@ -174,7 +174,8 @@ def _guard(fn: Callable):
 
 def build_app(bank: ModelBank | None = None):
     """The Gradio Blocks app (not launched)."""
-    os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
+    os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"  # read by Gradio at import and launch: no telemetry calls
+    os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
     import gradio as gr
 
     bank = bank or ModelBank()
