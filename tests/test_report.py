@@ -119,6 +119,15 @@ def test_bad_image_writes_nothing(tmp_path, capsys):
     assert not out.exists()
 
 
+def test_bad_layer_or_target_writes_nothing(tmp_path, capsys):
+    out = tmp_path / "never"
+    assert main(["report", "--layer", "no_such_layer", "--out", str(out)]) == 2
+    assert "unknown layer 'no_such_layer'" in capsys.readouterr().err
+    assert main(["report", "--target", "not a class at all", "--out", str(out)]) == 2
+    assert "unknown class" in capsys.readouterr().err
+    assert not out.exists()
+
+
 def test_a_failing_part_is_recorded_and_the_rest_still_runs(tmp_path):
     def broken(ctx, s):
         raise RuntimeError("boom")

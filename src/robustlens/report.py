@@ -1,9 +1,9 @@
 """The whole problem set as one report: every part run live, written as PNGs, ``report.json`` and one
 self-contained ``report.html`` (see :mod:`robustlens.report_html`).
 
-Each part is a *section* function ``(ctx) -> dict`` that calls the same public API the individual commands
-call (``classify``, ``attack``, ``invert``, ``dream``, ``visualize``, the reference gradient checks) with the
-settings it states, so the report's numbers are those the commands give for the same settings and seed.
+Each part (:data:`PARTS`, registered with :func:`part`) is a function ``(ctx, section)`` that calls the same
+public API the individual commands call (``classify``, ``attack``, ``invert``, ``dream``, ``visualize``,
+``compare_models``, the reference gradient checks) with the settings it states, so the report's numbers are those the commands give for the same settings and seed.
 A section records its ``settings``, wall time (``seconds``), the ``blocks`` the page shows and the ``data``
 (numbers) it measured. A part that cannot run (no robust model yet) says so plainly (``status:
 "unavailable"``); a part that fails is recorded as ``status: "error"`` and the others still run.
@@ -25,7 +25,7 @@ from PIL import Image
 from .classify import Prediction, topk
 from .errors import UserError
 from .images import example_image, load_pil, save_image
-from .layers import last_linear, layer_names
+from .layers import last_linear, layer_names, resolve_layer
 from .plots import plot_topk
 from .preprocess import preprocess
 from .zoo import DEFAULT_MODEL, Classifier, create_model
@@ -46,7 +46,8 @@ _INVERSION_LAYERS = {
 @dataclass(frozen=True)
 class ReportSettings:
     """Every knob of the report. ``ReportSettings()`` is the full report (what ``robustlens demo`` runs,
-    sized to finish in under 10 minutes on a 2-core CPU); :meth:`quick` is a seconds-long smoke version.
+    sized to finish in under 10 minutes on a 2-core CPU); :meth:`quick_settings` is a smoke version that
+    checks the whole pipeline in about a minute (the pictures are rough).
 
     ε in [0, 1] pixel units. Empty layer/unit names mean "chosen from the model" (see :func:`default_layers`).
     """
@@ -118,7 +119,7 @@ def default_layers(model: Classifier, k: int = 3) -> tuple[str, ...]:
     rows = [r for r in layer_table(model) if r["output_shape"] and len(r["output_shape"]) == 4
             and r["name"].count(".") <= 1 and r["type"] not in ("ReLU", "ReLU6", "SiLU", "ZeroPad2d", "Identity")]
     if len(rows) < k:
-        raise UserError(f"{model.name}: cannot choose {k} layers to invert; name them with --inversion-layers")
+        raise UserError(f"{model.name}: cannot choose {k} layers to invert; name them with --layer")
     picks = [rows[round(i * (len(rows) - 1) / (k - 1))]["name"] for i in range(k)] if k > 1 else [rows[-1]["name"]]
     return tuple(picks)
 
@@ -786,7 +787,12 @@ def build_report(
     ctx = ReportContext(out=out, image=pil, image_label=label, model_name=model, weights=weights,
                         robust_name=robust_model, robust_weights=robust_weights, settings=settings,
                         device=torch.device(device), log=log)
-    ctx.main_model()  # an unknown model or weights file is a UserError before anything is written
+    main = ctx.main_model()  # an unknown model, weights file, layer or class is a UserError before any writing
+    for layer in settings.inversion_layers:
+        resolve_layer(main, layer)
+    for t in settings.targets:
+        if not 0 <= t < main.num_classes:
+            raise UserError(f"target class {t} is not a class of {main.name} (0..{main.num_classes - 1})")
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     done = []
@@ -805,7 +811,6 @@ def build_report(
         done.append(s)
         log(f"[{i}/{len(parts)}] {s['title']}: {s['status']} ({s['seconds']:.1f} s)")
     total = time.perf_counter() - t0
-    main = ctx.main_model()
     report = {
         "meta": {
             "title": "robustlens report — DeepDream and adversarial attacks, the whole problem set",

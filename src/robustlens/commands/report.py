@@ -15,7 +15,7 @@ def add_report_args(p: argparse.ArgumentParser, *, out_default: str) -> None:
     """Options shared by `report` and `demo`."""
     p.add_argument("--out", default=out_default, help=f"output folder (default ./{out_default})")
     p.add_argument("--quick", action="store_true",
-                   help="a few steps of everything (a smoke test in well under a minute; the pictures are rough)")
+                   help="a few steps of everything (a smoke test of about a minute; the pictures are rough)")
     p.add_argument("--target", action="append", metavar="CLASS",
                    help="target class of 4(a)-(c), by index, wnid or name; repeat for several "
                         "(default: tarantula and tiger cat)")
@@ -43,6 +43,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--eps", type=number, default=d.eps, help="attack radius in pixel units (default 4/255)")
     g.add_argument("--attack-steps", type=int, default=None, help=f"attack steps (default {d.attack_steps})")
     g.add_argument("--inversion-steps", type=int, default=None, help=f"inversion steps (default {d.inversion_steps})")
+    g.add_argument("--layer", action="append", metavar="LAYER",
+                   help="layer to invert in 4(d); repeat (default: three chosen from the model, early to late)")
     g.add_argument("--robust-norm", default=d.robust_norm, choices=["linf", "l2"],
                    help=f"attack norm of 4(e)(f) (default {d.robust_norm}, the robust model's training norm)")
     g.add_argument("--robust-eps", type=number, default=d.robust_eps, help=f"attack radius of 4(e)(f) (default {d.robust_eps})")
@@ -52,6 +54,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def settings_from(args: argparse.Namespace) -> ReportSettings:
     over = {"seed": args.seed}
+    if getattr(args, "layer", None):
+        over["inversion_layers"] = tuple(args.layer)
     if args.target:
         over["targets"] = tuple(dict.fromkeys(resolve_class(t) for t in args.target))
     for name in ("norm", "eps", "attack_steps", "inversion_steps", "robust_norm", "robust_eps"):
