@@ -143,6 +143,7 @@ def save_weights(state: dict[str, torch.Tensor], path: str | Path, metadata: dic
     tensors = {k: v.detach().cpu().contiguous().clone() for k, v in state.items()}
     tmp = p.with_name(p.name + ".tmp")
     save_file(tensors, str(tmp), metadata={"robustlens": json.dumps(meta)})
+    os.chmod(tmp, 0o644)
     os.replace(tmp, p)
     side = p.with_suffix(".json")
     tmp_side = side.with_name(side.name + ".tmp")
