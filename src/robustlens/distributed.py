@@ -80,15 +80,6 @@ def all_reduce_sum(values: torch.Tensor | Sequence[float], ctx: Context) -> torc
     return t.cpu()
 
 
-def broadcast_object(obj, ctx: Context):
-    """``obj`` from rank 0, on every rank."""
-    if not ctx.distributed:
-        return obj
-    box = [obj]
-    dist.broadcast_object_list(box, src=0)
-    return box[0]
-
-
 def barrier(ctx: Context) -> None:
     if ctx.distributed:
         dist.barrier()

@@ -119,7 +119,7 @@ def evaluate_robustness(
     t0 = time.perf_counter()
     was_training = model.training
     model.eval()
-    device = ctx.device
+    device = next(model.parameters()).device
     all_batches = batches_of(len(dataset), batch_size)
     mine = list(range(ctx.rank, len(all_batches), ctx.world_size))
     loader = DataLoader(dataset, batch_sampler=[all_batches[b] for b in mine], num_workers=workers)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 from .common import add_model_args, device_of, emit, number, prepare_out, write_json
@@ -83,11 +82,11 @@ def run(args: argparse.Namespace) -> int:
         show = not args.no_progress and ctx.is_main
         images, labels = preload(train_set, workers=args.workers, progress=show)
         val = preload(val_set, workers=args.workers, progress=show) if val_set is not None else None
-        command = " ".join(["robustlens", *sys.argv[1:]]) if sys.argv and sys.argv[0].endswith("robustlens") else None
+        options = {k: v for k, v in vars(args).items() if k not in ("run", "command")}
         result = train(model, images, labels, cfg, out=out, val=val, val_robust=args.val_robust, resume=args.resume,
                        checkpoint_every=args.checkpoint_every, log_every=args.log_every, ctx=ctx, progress=show,
                        extra_metadata={"data": str(data), "val_data": str(val_spec) if val_spec else None,
-                                       "weights_start": model.weights, "command": command})
+                                       "weights_start": model.weights, "options": options})
         summary = {"model": model.name, "out": str(out), "steps": result.steps, "epochs": result.epochs,
                    "resumed_from_step": result.resumed_from, "seconds": round(result.seconds, 2),
                    "final_metrics": result.final, "train_config": cfg.to_dict(),
