@@ -1,8 +1,9 @@
-"""Pieces every command shares: model/output options, input loading, the output folder, JSON printing."""
+"""Pieces every command shares: model/output/speed options, input loading, the output folder, JSON printing."""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 from fractions import Fraction
@@ -10,6 +11,7 @@ from pathlib import Path
 
 import torch
 
+from .. import speed
 from ..errors import UserError
 from ..images import load_pil
 from ..preprocess import preprocess
@@ -31,6 +33,40 @@ def add_model_args(p: argparse.ArgumentParser, *, default_weights: str | None = 
                    help="imagenet | none (random init) | PATH to a state dict (default: the model's own)")
     g.add_argument("--seed", type=int, default=0, help="seed for random init and random starts (default 0)")
     g.add_argument("--device", default="auto", help="cpu, cuda or auto (default: cuda when available)")
+
+
+def add_speed_args(p: argparse.ArgumentParser, *, early_stop: bool = False) -> None:
+    """Speed options (see docs/performance.md); every speed setting that is on by default can be turned off.
+    ``early_stop``: also offer ``--no-early-stop`` (for commands whose examples can stop at success)."""
+    g = p.add_argument_group("speed")
+    g.add_argument("--threads", type=int, default=None, metavar="N",
+                   help="CPU threads for torch (default: one per core)")
+    g.add_argument("--precision", choices=speed.PRECISIONS, default="auto",
+                   help="auto (default: bf16 autocast for model families measured safe, else fp32) | fp32 | bf16; "
+                        "successes and final predictions are always checked in fp32")
+    g.add_argument("--no-channels-last", dest="channels_last", action="store_false",
+                   help="keep the contiguous (NCHW) layout (default: channels-last for convolutional models)")
+    g.add_argument("--compile", action="store_true", help="torch.compile the model (default off: no gain measured on CPU)")
+    if early_stop:
+        g.add_argument("--no-early-stop", dest="early_stop", action="store_false",
+                       help="run every step for every example (default: an example stops at its first success)")
+
+
+def speed_settings(args: argparse.Namespace) -> speed.Speed:
+    """The :class:`robustlens.speed.Speed` the speed options ask for (defaults when a command has none)."""
+    return speed.Speed(channels_last="auto" if getattr(args, "channels_last", True) else False,
+                       precision=getattr(args, "precision", "auto"), compile=getattr(args, "compile", False))
+
+
+@contextlib.contextmanager
+def speed_from_args(args: argparse.Namespace):
+    """Apply ``--threads`` and run the block with the speed settings of ``args``."""
+    if getattr(args, "threads", None) is not None:
+        if args.threads < 1:
+            raise UserError(f"--threads must be at least 1, got {args.threads}")
+        speed.set_threads(args.threads)
+    with speed.use(speed_settings(args)) as s:
+        yield s
 
 
 def add_output_args(p: argparse.ArgumentParser, *, out_default: str | None = None) -> None:
