@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 from html.parser import HTMLParser
-from pathlib import Path
 
 import pytest
 
@@ -42,7 +41,7 @@ def test_quick_demo_writes_every_section(tmp_path, capsys, monkeypatch):
     code = main(["demo", "--quick", "--out", "demo"])
     out, err = capsys.readouterr()
     html = (tmp_path / "demo" / "report.html").resolve()
-    assert out.strip().splitlines()[-1] == str(Path("demo") / "report.html")
+    assert out.strip().splitlines()[-1] == str(html)
     assert f"[{len(SECTION_IDS)}/{len(SECTION_IDS)}]" in err
     report = json.loads((tmp_path / "demo" / "report.json").read_text())
     assert code == 0, report["status"]
@@ -81,5 +80,5 @@ def test_demo_json_output(tmp_path, capsys):
     finally:
         rp.PARTS[:] = original
     result = json.loads(capsys.readouterr().out)
-    assert result["html"] == str(tmp_path / "d" / "report.html")
+    assert result["html"] == str((tmp_path / "d" / "report.html").resolve())
     assert result["sections"][0]["id"] == "problem1" and result["status"] == "ok"

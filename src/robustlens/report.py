@@ -58,7 +58,7 @@ class ReportSettings:
     eps: float = 4 / 255
     attack_steps: int = 40
     inversion_layers: tuple[str, ...] = ()
-    inversion_steps: int = 120
+    inversion_steps: int = 100
     robust_norm: str = "l2"
     robust_eps: float = 1.0
     robust_attack_steps: int = 60

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from ..labels import resolve_class
 from ..report import ReportSettings, build_report
@@ -75,10 +76,11 @@ def run_report(args: argparse.Namespace, **kwargs) -> int:
     report = build_report(args.out, settings=settings_from(args), device=device_of(args), log=log, **kwargs)
     sections = [{"id": s["id"], "title": s["title"], "status": s["status"], "seconds": round(s["seconds"], 2)}
                 for s in report["sections"]]
-    result = {"html": report["html"], "json": str(report["html"]).replace("report.html", "report.json"),
+    html = Path(report["html"]).resolve()
+    result = {"html": str(html), "json": str(html.with_name("report.json")),
               "status": report["status"], "seconds": report["seconds"], "sections": sections}
     lines = [f"  {s['status']:<11} {s['seconds']:7.1f} s  {s['title']}" for s in sections]
-    lines += [f"total {report['seconds']:.1f} s; status {report['status']}", report["html"]]
+    lines += [f"total {report['seconds']:.1f} s; status {report['status']}", str(html)]
     emit(result, args, "\n".join(lines))
     return 1 if report["status"] == "error" else 0
 
