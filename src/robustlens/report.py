@@ -411,14 +411,16 @@ def _attack_blocks(ctx: ReportContext, model: Classifier, res, prefix: str) -> t
         after = _topk_plot(ctx, res.after[i], f"{tag}_top5_after.png", highlight=t,
                            title=f"after the attack towards {tname}")
         top1 = res.after[i][0]
-        verdict = "succeeded" if row["success"] else "did not succeed"
         if res.before[i][0].index == t:
-            verdict = (f"had nothing to do: the model already says {tname} for the clean image, so the image is "
-                       f"returned unchanged (the problem set's photo is a corgi: try --image with one)")
+            outcome = (f"the model already says {tname} for the clean image (p = {top1.prob:.3f}), so the attack "
+                       f"has nothing to do and returns the image unchanged (the problem set's photo is a corgi: "
+                       f"try --image with one)")
+        else:
+            outcome = (f"the attack {'succeeded' if row['success'] else 'did not succeed'}; the model now says "
+                       f"{top1.name} ({top1.index}) with probability {top1.prob:.3f}")
         blocks.append(_text(
-            f"Target {tname} ({t}): the attack {verdict}; the model now says {top1.name} ({top1.index}) with "
-            f"probability {top1.prob:.3f}. Perturbation norms: L∞ = {row['linf']:.5f} ({row['linf_255']:.2f}/255), "
-            f"L2 = {row['l2']:.4f}."))
+            f"Target {tname} ({t}): {outcome}. Perturbation norms: L∞ = {row['linf']:.5f} "
+            f"({row['linf_255']:.2f}/255), L2 = {row['l2']:.4f}."))
         blocks.append(_figs([(orig, "original"), (adv, f"adversarial (target {tname})"),
                              (amp, f"perturbation × {factor:.1f} (grey = unchanged)"),
                              (after, "top-5 probabilities after")]))
