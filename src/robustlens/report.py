@@ -22,6 +22,7 @@ from pathlib import Path
 import torch
 from PIL import Image
 
+from . import speed
 from .classify import Prediction, topk
 from .errors import UserError
 from .images import example_image, load_pil, save_image
@@ -822,6 +823,7 @@ def build_report(
                 "settings": "quick (smoke test: few steps)" if settings.quick else "full",
                 "seed": settings.seed, "total time": f"{total:.1f} s",
                 "device": f"{ctx.device} ({torch.get_num_threads()} threads)",
+                "speed settings": ", ".join(f"{k}={v}" for k, v in speed.current().to_dict().items()),
                 "versions": f"robustlens {_version()}, torch {torch.__version__}, Python {platform.python_version()}",
                 "created": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
             },

@@ -9,7 +9,7 @@ from pathlib import Path
 from ..labels import resolve_class
 from ..report import ReportSettings, build_report
 from ..zoo import DEFAULT_MODEL
-from .common import device_of, emit, number
+from .common import add_speed_args, device_of, emit, number, speed_from_args
 
 
 def add_report_args(p: argparse.ArgumentParser, *, out_default: str) -> None:
@@ -23,6 +23,7 @@ def add_report_args(p: argparse.ArgumentParser, *, out_default: str) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed of every random start and init (default 0)")
     p.add_argument("--device", default="auto", help="cpu, cuda or auto (default: cuda when available)")
     p.add_argument("--json", action="store_true", help="print one JSON object (paths, status per section)")
+    add_speed_args(p)
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -73,7 +74,9 @@ def run_report(args: argparse.Namespace, **kwargs) -> int:
             sys.stderr.write(line.rstrip("\n") + "\n")
             sys.stderr.flush()
 
-    report = build_report(args.out, settings=settings_from(args), device=device_of(args), log=log, **kwargs)
+    settings = settings_from(args)
+    with speed_from_args(args):
+        report = build_report(args.out, settings=settings, device=device_of(args), log=log, **kwargs)
     sections = [{"id": s["id"], "title": s["title"], "status": s["status"], "seconds": round(s["seconds"], 2)}
                 for s in report["sections"]]
     html = Path(report["html"]).resolve()
