@@ -34,7 +34,7 @@ def test_settings_are_validated():
         speed.Speed(precision="fp16")
     with pytest.raises(ValueError, match="channels_last"):
         speed.Speed(channels_last="yes")
-    assert speed.PLAIN.to_dict() == {"channels_last": False, "precision": "fp32", "compile": False}
+    assert speed.PLAIN.to_dict() == {"channels_last": False, "precision": "fp32", "compile": False, "fold_bn": False}
 
 
 def test_autocast_policy_is_per_model_family():
