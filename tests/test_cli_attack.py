@@ -93,6 +93,8 @@ def test_attack_two_targets_then_classify_the_saved_pngs(capsys, tmp_path):
     assert {"original.png", "adversarial_76.png", "adversarial_282.png", "perturbation_76.png", "top5_before.png",
             "top5_after_282.png", "loss.png"} <= names
     assert names | {"result.json"} == {p.name for p in out.iterdir()}
+    assert [(r["file"], r["top1"], r["same_pixels"]) for r in res["reloaded"]] == [
+        ("adversarial_76.png", 76, True), ("adversarial_282.png", 282, True)]
     for t in (76, 282):
         code, stdout, _ = run(capsys, "classify", out / f"adversarial_{t}.png", "--json")
         assert code == 0 and json.loads(stdout)["images"][0]["topk"][0]["index"] == t

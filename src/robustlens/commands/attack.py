@@ -1,8 +1,15 @@
 """`robustlens attack`: targeted or untargeted adversarial example for one image, 8-bit safe.
 
-Writes (with ``--out``): ``original.png`` and ``adversarial.png`` at model resolution (``adversarial_<class>.png``
-per target when there are several), the perturbation amplified for viewing, top-5 probability plots before
-and after, the loss curve, and ``result.json``.
+Writes (with ``--out``): ``original.png`` and ``adversarial.png`` (``adversarial_<class>.png`` per target when
+there are several), the perturbation amplified for viewing, top-5 probability plots before and after, the
+loss curve, and ``result.json``.
+
+The attack works on the model's input (the centre crop at model resolution). ``original.png`` and
+``adversarial.png`` are the photo at the preprocessing's resize scale (short side ``resize_size``) with that
+crop in its centre: the model's own preprocessing (``robustlens classify``) leaves such a file's size alone
+and cuts out exactly the attacked pixels, so the PNG read back classifies as the attack reported (checked
+after writing: ``reloaded`` in result.json). Where that round trip cannot be exact (e.g. one-channel models)
+the model-resolution image is written instead, and ``result.json`` says so.
 """
 
 from __future__ import annotations
@@ -13,11 +20,15 @@ from pathlib import Path
 
 import torch
 
+from PIL import Image
+
 from ..attacks import LOSSES, attack
+from ..classify import classify
 from ..errors import UserError
-from ..images import save_image
+from ..images import load_pil, pil_to_tensor, quantize, save_image, to_uint8
 from ..labels import resolve_class
 from ..plots import plot_curves, plot_topk
+from ..preprocess import PreprocessConfig, preprocess, resize_short_side
 from .common import add_model_args, add_output_args, emit, load_inputs, load_model, number, prepare_out, write_json
 
 DEFAULT_EPS = {"linf": 4 / 255, "l2": 0.5, "l1": 10.0}
@@ -96,7 +107,11 @@ def run(args: argparse.Namespace) -> int:
                      f"SSIM {row['ssim']:.4f}")
     lines.append(f"{res.steps_run} steps, {res.seconds:.1f} s")
     if out:
-        result["files"] = _write_figures(out, res, targets)
+        images, result["reloaded"] = _write_images(out, args, model, res, targets)
+        result["files"] = images + _write_figures(out, res, targets)
+        for r in result["reloaded"]:
+            if r["top1"] is not None:
+                lines.append(f"  {r['file']} read back: {r['name']} ({r['top1']}), p={r['prob']:.3f}")
         write_json(result, out / "result.json")
         lines.append(f"images, figures and result.json in {out}")
     else:
@@ -105,15 +120,54 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def photo_with_crop(path: str, config: PreprocessConfig, crop: torch.Tensor) -> torch.Tensor | None:
+    """The photo at ``path`` resized as :func:`robustlens.preprocess.preprocess` resizes it, with its centre
+    crop replaced by ``crop`` (C,S,S), as a (3,H,W) tensor — or None when preprocessing that image would not
+    give back exactly the 8-bit ``crop``."""
+    if config.channels != 3:
+        return None
+    resized = resize_short_side(load_pil(path), config.resize_size, config.interpolation)
+    w, h = resized.size
+    size = config.input_size
+    if w < size or h < size:
+        return None
+    left, top = int(round((w - size) / 2.0)), int(round((h - size) / 2.0))
+    photo = resized.copy()
+    photo.paste(Image.fromarray(to_uint8(crop)), (left, top))
+    if not torch.equal(preprocess(photo, config), quantize(crop.detach().float().cpu())):
+        return None
+    return pil_to_tensor(photo)
+
+
+def _write_images(out: Path, args: argparse.Namespace, model, res, targets: list[int] | None) -> tuple[list, list]:
+    """original/adversarial PNGs (see module docstring), each adversarial file read back and classified."""
+    files, reloaded = [], []
+    several = res.adversarial.shape[0] > 1
+    original = photo_with_crop(args.image, model.config, res.original[0])
+    files.append(save_image(original if original is not None else res.original[0], out / "original.png").name)
+    for i in range(res.adversarial.shape[0]):
+        tag = f"_{int(res.targets[i])}" if several else ""
+        photo = photo_with_crop(args.image, model.config, res.adversarial[i]) if original is not None else None
+        path = save_image(photo if photo is not None else res.adversarial[i], out / f"adversarial{tag}.png")
+        files.append(path.name)
+        if photo is not None:
+            again = load_inputs([str(path)], model)
+            top = classify(model, again, 1)[0][0]
+            reloaded.append({"file": path.name, "top1": top.index, "name": top.name, "prob": top.prob,
+                             "same_pixels": bool(torch.equal(again[0], res.adversarial[i].to(again.dtype)))})
+        else:
+            reloaded.append({"file": path.name, "top1": None, "note": "written at model resolution: the model's "
+                             "preprocessing would resize it (classify it as a preprocessed input)"})
+    return files, reloaded
+
+
 def _write_figures(out: Path, res, targets: list[int] | None) -> list[str]:
-    files = [save_image(res.original[0], out / "original.png").name]
-    files.append(plot_topk(res.before[0], out / "top5_before.png", title="before the attack: top-5",
-                           highlight=targets[0] if targets and len(targets) == 1 else None).name)
+    files = [plot_topk(res.before[0], out / "top5_before.png", title="before the attack: top-5",
+                       highlight=targets[0] if targets and len(targets) == 1 else None).name]
     several = res.adversarial.shape[0] > 1
     for i in range(res.adversarial.shape[0]):
         tag = f"_{int(res.targets[i])}" if several else ""
         hl = int(res.targets[i]) if res.targets is not None else None
-        files.append(save_image(res.adversarial[i], out / f"adversarial{tag}.png").name)
         files.append(save_image(amplified(res.perturbation[i]), out / f"perturbation{tag}.png").name)
         files.append(plot_topk(res.after[i], out / f"top5_after{tag}.png", highlight=hl,
                                title=f"after the attack{' on ' + str(hl) if hl is not None else ''}: top-5").name)
@@ -124,4 +178,3 @@ def _write_figures(out: Path, res, targets: list[int] | None) -> list[str]:
             series[key.replace("_", " ")] = [h[key] for h in res.history]
         files.append(plot_curves(series, out / "loss.png", title="attack progress").name)
     return files
-
