@@ -6,7 +6,9 @@
    ``torch.utils.flop_counter.FlopCounterMode`` (frozen parameters, so no weight gradients are counted; a
    multiply-add is 2 FLOPs).
 3. The rate of one optimisation step (forward, CE loss, ``autograd.grad`` w.r.t. the input, frozen
-   parameters) per configuration and batch size, as a % of the ceiling of its precision.
+   parameters) per configuration and batch size, as a % of the ceiling of its precision. "folded" runs
+   the BatchNorm-folded copy robustlens attacks use (``robustlens.speed.prepared``); its rate is still
+   counted with the unfolded model's FLOPs (BatchNorm adds no matmul FLOPs).
 
 The machine is shared, so every round measures the ceiling and then every configuration, and the % is
 taken within the round (median over rounds reported): slowdowns from other work cancel out.
@@ -31,12 +33,14 @@ import torch.nn.functional as F  # noqa: E402
 from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 
 from robustlens.engine import frozen  # noqa: E402
-from robustlens.speed import autocast, channels_last_model  # noqa: E402
+from robustlens.speed import autocast, channels_last_model, prepared  # noqa: E402
 from robustlens.zoo import create_model  # noqa: E402
 
 MODELS = {"resnet50": "none", "efficientnet_lite0": None}
-# name -> (channels_last, autocast dtype)
-CONFIGS = {"fp32": (False, None), "fp32 channels-last": (True, None), "bf16 channels-last": (True, torch.bfloat16)}
+# name -> (channels_last, autocast dtype, BatchNorm folded (robustlens.speed.prepared))
+CONFIGS = {"fp32": (False, None, False), "fp32 channels-last": (True, None, False),
+           "fp32 channels-last folded": (True, None, True), "bf16 channels-last": (True, torch.bfloat16, False),
+           "bf16 channels-last folded": (True, torch.bfloat16, True)}
 
 
 def matmul_rate(dtype: torch.dtype, n: int, calls: int = 3) -> float:
@@ -99,12 +103,15 @@ def main() -> None:
             per = flops["forward_backward_input"]
             rates: dict[tuple[str, int], list[float]] = {}
             fractions: dict[tuple[str, int], list[float]] = {}
+            probe = torch.rand(1, 3, size, size)
+            nets = {cfg: prepared(model, probe, channels_last=CONFIGS[cfg][0]) if CONFIGS[cfg][2] else model
+                    for cfg in args.configs}
             for cfg in args.configs:  # warm up every shape once (oneDNN builds its kernels on first use)
-                cl, dtype = CONFIGS[cfg]
+                cl, dtype, _ = CONFIGS[cfg]
                 fmt = torch.channels_last if cl else torch.contiguous_format
-                with channels_last_model(model, cl):
+                with channels_last_model(nets[cfg], cl):
                     for b in args.batch_sizes:
-                        step(model, torch.rand(b, 3, size, size), dtype, fmt)
+                        step(nets[cfg], torch.rand(b, 3, size, size), dtype, fmt)
             for r in range(args.rounds):
                 ceil = {"fp32": matmul_rate(torch.float32, args.matmul_size),
                         "bf16": matmul_rate(torch.bfloat16, args.matmul_size)}
@@ -116,10 +123,10 @@ def main() -> None:
                 for b in args.batch_sizes:
                     x = torch.rand(b, 3, size, size)
                     for cfg in order:
-                        cl, dtype = CONFIGS[cfg]
+                        cl, dtype, _ = CONFIGS[cfg]
                         fmt = torch.channels_last if cl else torch.contiguous_format
-                        with channels_last_model(model, cl):
-                            t, _ = timed(lambda: step(model, x, dtype, fmt))
+                        with channels_last_model(nets[cfg], cl):
+                            t, _ = timed(lambda: step(nets[cfg], x, dtype, fmt))
                         rate = per * b / t
                         rates.setdefault((cfg, b), []).append(rate)
                         fractions.setdefault((cfg, b), []).append(rate / ceil["bf16" if dtype else "fp32"])
@@ -127,11 +134,16 @@ def main() -> None:
         for (cfg, b), v in rates.items():
             rows.append({"config": cfg, "batch": b, "gflops": median(v) / 1e9,
                          "s_per_image": per / median(v), "pct_of_ceiling": 100 * median(fractions[(cfg, b)]),
-                         "ceiling": "bf16" if CONFIGS[cfg][1] else "fp32"})
+                         "ceiling": "bf16" if CONFIGS[cfg][1] is not None else "fp32"})
         rows.sort(key=lambda r: (args.configs.index(r["config"]), r["batch"]))
-        best = max(rows, key=lambda r: r["pct_of_ceiling"])
+        best = {c: max((r for r in rows if r["ceiling"] == c), key=lambda r: r["pct_of_ceiling"], default=None)
+                for c in ("fp32", "bf16")}
         result["models"][model.name] = {"weights": model.weights, "input_size": size, "flops_per_image": flops,
                                         "rows": rows, "best": best}
+        for c, r in best.items():
+            if r:
+                say(f"  best vs the {c} ceiling: {r['config']}, batch {r['batch']}: {r['pct_of_ceiling']:.1f}%",
+                    quiet=quiet)
         say(table(rows, [("config", "config", ""), ("batch", "batch", ""), ("gflops", "GFLOP/s", ".1f"),
                          ("s_per_image", "s/image", ".3f"), ("pct_of_ceiling", "% of ceiling", ".1f"),
                          ("ceiling", "vs", "")]), quiet=quiet)

@@ -44,6 +44,7 @@ from _timing import interleaved, machine, median, say, set_threads, table, write
 import torch  # noqa: E402
 from _shared import nips17_rows  # noqa: E402
 
+from robustlens import speed  # noqa: E402
 from robustlens.attacks import pgd  # noqa: E402
 from robustlens.images import load_pil  # noqa: E402
 from robustlens.preprocess import preprocess  # noqa: E402
@@ -52,10 +53,17 @@ from robustlens.zoo import create_model  # noqa: E402
 MODES = {"targeted": 16 / 255, "untargeted": 4 / 255}  # ε per mode, as in benchmarks/nips17_attack.py
 MODELS = {"efficientnet_lite0": None, "resnet50": "none"}  # name -> weights (None: the model's default)
 
-# robustlens configurations: name -> keyword arguments of robustlens.attacks.pgd
+# robustlens configurations: name -> (speed settings, None = the defaults; early stop)
 RL_CONFIGS = {
-    "robustlens": {"early_stop": True},
-    "robustlens (no early stop)": {"early_stop": False},
+    "robustlens": (None, True),
+    "robustlens (no early stop)": (None, False),
+}
+# --ablation: each speed setting off in turn (no early stop), all off, and peers given a channels-last model
+ABLATION = {
+    "rl no-ES, fp32": (speed.Speed(precision="fp32"), False),
+    "rl no-ES, no BN folding": (speed.Speed(fold_bn=False), False),
+    "rl no-ES, NCHW": (speed.Speed(channels_last=False), False),
+    "rl all off (fp32, NCHW, no folding, no ES)": (speed.PLAIN, False),
 }
 PEERS = ("torchattacks", "foolbox")
 
@@ -74,11 +82,17 @@ def format_of(model) -> dict:
             "training": [m.training for m in model.modules()]}
 
 
-def make_cases(model, x, classes, *, targeted: bool, eps: float, alpha: float, steps: int, peers) -> dict:
+def make_cases(model, x, classes, *, targeted: bool, eps: float, alpha: float, steps: int, peers,
+               ablation: bool = False) -> dict:
     cases = {}
-    for name, kw in RL_CONFIGS.items():
-        cases[name] = (lambda kw=kw: pgd(model, x, classes, eps=eps, step_size=alpha, steps=steps,
-                                         targeted=targeted, random_start=False, **kw))
+
+    def robustlens(settings, early_stop):
+        with speed.use(settings or speed.current()):
+            return pgd(model, x, classes, eps=eps, step_size=alpha, steps=steps, targeted=targeted,
+                       random_start=False, early_stop=early_stop)
+
+    for name, (settings, es) in {**RL_CONFIGS, **(ABLATION if ablation else {})}.items():
+        cases[name] = lambda settings=settings, es=es: robustlens(settings, es)
     if "torchattacks" in peers:
         import torchattacks
 
@@ -86,6 +100,12 @@ def make_cases(model, x, classes, *, targeted: bool, eps: float, alpha: float, s
         if targeted:
             atk.set_mode_targeted_by_label(quiet=True)
         cases["torchattacks"] = lambda: atk(x, classes)
+        if ablation:
+            def ta_channels_last():
+                with speed.channels_last_model(model):
+                    return atk(x.contiguous(memory_format=torch.channels_last), classes)
+
+            cases["torchattacks, channels-last model"] = ta_channels_last
     if "foolbox" in peers:
         import foolbox as fb
 
@@ -112,11 +132,13 @@ def check(model, x, adv, classes, *, targeted: bool, eps: float) -> dict:
             "in_ball": in_ball}
 
 
-def run_cell(model, x, classes, *, mode: str, steps: int, repeats: int, warmup: int, peers, quiet: bool) -> dict:
+def run_cell(model, x, classes, *, mode: str, steps: int, repeats: int, warmup: int, peers, quiet: bool,
+             ablation: bool = False) -> dict:
     targeted = mode == "targeted"
     eps = MODES[mode]
     alpha = 2.5 * eps / steps
-    cases = make_cases(model, x, classes, targeted=targeted, eps=eps, alpha=alpha, steps=steps, peers=peers)
+    cases = make_cases(model, x, classes, targeted=targeted, eps=eps, alpha=alpha, steps=steps, peers=peers,
+                       ablation=ablation)
     reference = format_of(model)
 
     def unchanged(_name):
@@ -130,6 +152,8 @@ def run_cell(model, x, classes, *, mode: str, steps: int, repeats: int, warmup: 
     libs = {}
     for name in cases:
         libs[name] = {"median_s": median(times[name]), "s_per_image_iter": median(times[name]) / work,
+                      "speedup_vs_torchattacks": (median(times["torchattacks"]) / median(times[name])
+                                                  if "torchattacks" in times else None),
                       "times_s": [round(t, 3) for t in times[name]],
                       **check(model, x, outs[name], classes, targeted=targeted, eps=eps)}
     rl, rl_plain = libs["robustlens"], libs["robustlens (no early stop)"]
@@ -154,6 +178,8 @@ def main() -> None:
     ap.add_argument("--warmup", type=int, default=0, help="untimed rounds first (default 0)")
     ap.add_argument("--peers", nargs="*", default=list(PEERS), choices=PEERS)
     ap.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: cores)")
+    ap.add_argument("--ablation", action="store_true",
+                    help="also time robustlens with each speed setting off, and torchattacks on a channels-last model")
     ap.add_argument("--quick", action="store_true", help="2 images, 6 steps, 3 repeats (a few minutes)")
     ap.add_argument("--json", action="store_true", help="print one JSON object on stdout (tables go to stderr)")
     ap.add_argument("--json-out", default=None, help="also write the JSON to this file")
@@ -176,7 +202,8 @@ def main() -> None:
               "settings": {"images": args.images, "steps": args.steps, "repeats": args.repeats,
                            "warmup": args.warmup, "random_start": False, "loss": "cross-entropy",
                            "eps_255": {m: MODES[m] * 255 for m in args.modes}, "step_size": "2.5*eps/steps",
-                           "untargeted_labels": "the model's clean top-1", "quick": args.quick},
+                           "untargeted_labels": "the model's clean top-1", "quick": args.quick,
+                           "robustlens_speed_defaults": speed.current().to_dict()},
               "versions": {p: __import__(p).__version__ for p in peers}, "cells": []}
     for name in args.models:
         # eval() on the wrapper too: torchattacks puts a model whose top module is in training mode back into
@@ -189,10 +216,11 @@ def main() -> None:
             say(f"{model.name} ({model.weights}), {mode}:", quiet=quiet)
             classes = targets if mode == "targeted" else clean
             cell = run_cell(model, x, classes, mode=mode, steps=args.steps, repeats=args.repeats,
-                            warmup=args.warmup, peers=peers, quiet=quiet)
+                            warmup=args.warmup, peers=peers, quiet=quiet, ablation=args.ablation)
             result["cells"].append(cell)
             rows = [{"library": k, **v} for k, v in cell["libs"].items()]
             say(table(rows, [("library", "library", ""), ("s_per_image_iter", "s/image-iter", ".4f"),
+                             ("speedup_vs_torchattacks", "vs torchattacks", ".2f"),
                              ("success", "success", ".2f"), ("max_linf_255", "max L∞·255", ".2f"),
                              ("in_ball", "in ball", "")]), quiet=quiet)
             say("  ratio (peer time / robustlens time): " +
