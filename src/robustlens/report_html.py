@@ -47,8 +47,9 @@ td.num { text-align: right; font-variant-numeric: tabular-nums; }
 figure { margin: 0; max-width: 100%; }
 figure img { display: block; max-width: 100%; height: auto; border: 1px solid var(--line); border-radius: 4px;
              image-rendering: auto; }
-figure img.small { width: 224px; image-rendering: pixelated; }
+figure img.small { width: 184px; image-rendering: pixelated; }
 figcaption { font-size: 0.85em; color: var(--muted); max-width: 440px; margin-top: 4px; }
+figure:has(img.small) figcaption { max-width: 184px; }
 .figs-caption { font-size: 0.9em; color: var(--muted); margin: -6px 0 12px; }
 pre { background: #f4f6f8; border-radius: 6px; padding: 10px; overflow-x: auto; font-size: 0.82em; }
 nav ol { columns: 2; padding-left: 1.3em; }
