@@ -154,3 +154,46 @@ def test_bad_arguments():
         optimize(model, x, obj, steps=1, step_size=0.1, step_rule="sgd")
     with pytest.raises(ValueError, match="start"):
         optimize(model, x, obj, steps=1, step_size=0.1, start="middle")
+
+
+def bn_model() -> nn.Module:
+    g = torch.Generator().manual_seed(0)
+    m = nn.Sequential(nn.Conv2d(3, 6, 3, padding=1), nn.BatchNorm2d(6), nn.ReLU(), nn.AdaptiveAvgPool2d(2),
+                      nn.Flatten(), nn.Linear(24, 5))
+    with torch.no_grad():
+        for p in m.parameters():
+            p.copy_(torch.randn(p.shape, generator=g))
+        m[1].running_mean.copy_(torch.randn(6, generator=g))
+        m[1].running_var.copy_(torch.rand(6, generator=g) + 0.5)
+    return m.eval()
+
+
+@pytest.mark.parametrize("settings", ["plain", "fast"])
+def test_speed_settings_keep_the_model_and_the_result(settings):
+    from robustlens import speed
+
+    model = bn_model()
+    weight_format = model[0].weight.is_contiguous()
+    x = images(8, 3)
+    t = torch.tensor([0, 1, 2])
+    with speed.use(speed.PLAIN if settings == "plain" else speed.FAST):
+        res = optimize(model, x, LogProb(t), threat=Linf(0.05), steps=0, step_size=0.01, progress=False)
+        feats = optimize(model, x, FeatureDistance("1", torch.zeros(1, 6, 8, 8)), steps=1, step_size=0.01,
+                         progress=False)  # a layer objective: hooks must see the real model
+    assert model[0].weight.is_contiguous() == weight_format  # memory format restored
+    assert all(p.requires_grad for p in model.parameters())
+    with torch.no_grad():
+        expected = LogProb(t)(Outputs(x=x, logits=model(x)))
+    assert torch.allclose(res.loss, expected, atol=1e-5)
+    assert torch.isfinite(feats.loss).all()
+
+
+def test_explicit_channels_last_and_precision_arguments():
+    model = bn_model()
+    x = images(9, 2)
+    kw = dict(threat=Linf(0.05), steps=2, step_size=0.01, progress=False)
+    a = optimize(model, x, LogProb(torch.tensor([1, 2])), channels_last=False, precision="fp32", **kw)
+    b = optimize(model, x, LogProb(torch.tensor([1, 2])), channels_last=True, precision="fp32", **kw)
+    assert torch.allclose(a.loss, b.loss, atol=1e-4)
+    with pytest.raises(ValueError, match="precision"):
+        optimize(model, x, LogProb(torch.tensor([1, 2])), precision="fp8", **kw)

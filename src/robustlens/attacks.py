@@ -67,7 +67,7 @@ def pgd(
     restarts: int = 1,
     early_stop: bool = False,
     progress: bool = False,
-    channels_last: bool = False,
+    channels_last: bool | str | None = None,
 ) -> torch.Tensor:
     """Projected gradient descent (Madry et al.). ``x`` (N,C,H,W) in [0,1]; ``y`` (N,) true labels
     (untargeted: maximise their CE) or target labels (``targeted``: maximise their log-probability).
@@ -75,8 +75,7 @@ def pgd(
     Returns the adversarial images (same shape as ``x``, detached): per example the best iterate over all
     steps and restarts — a successful one if any, else the one with the highest attack loss — inside
     the ε-ball around ``x`` and [0,1]. Model parameters and train/eval mode are left as they were.
-    ``channels_last`` feeds channels-last inputs (pair it with ``model.to(memory_format=torch.channels_last)``:
-    about 2.5× faster for convolutional nets on CPU).
+    ``channels_last``: see :func:`robustlens.engine.optimize` (None: the speed settings in force).
     """
     y = torch.as_tensor(y, dtype=torch.long, device=x.device).reshape(-1)
     if y.numel() not in (1, x.shape[0]):
@@ -90,7 +89,7 @@ def pgd(
 
 def fgsm(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, norm: str = "linf", eps: float,
          targeted: bool = False, loss: str = "ce", progress: bool = False,
-         channels_last: bool = False) -> torch.Tensor:
+         channels_last: bool | str | None = None) -> torch.Tensor:
     """Fast gradient (sign) method: :func:`pgd` with one step of size ``eps`` from ``x`` (no random start).
 
     Like :func:`pgd` it returns the better of the two iterates it evaluates (x itself and x + step), so an
@@ -219,7 +218,7 @@ def attack(
     quantize: bool = True,
     seed: int = 0,
     progress: bool = True,
-    channels_last: bool = False,
+    channels_last: bool | str | None = None,
 ) -> AttackResult:
     """Targeted (``target`` given) or untargeted attack on ``images`` ((C,H,W) or (N,C,H,W) in [0,1]).
 
@@ -268,8 +267,9 @@ def attack(
             logits = model(adv)
         logits = logits.clone()
         success = (logits.argmax(1) == classes) if targeted else (logits.argmax(1) != classes)
-        redo = (~success & reached).nonzero().squeeze(1)  # rounding undid these: resume from the rounded image
-        if not quantize or len(redo) == 0 or round_ == 2:
+        # rounding (or the float32 re-check) undid these successes: resume from the returned image
+        redo = (~success & reached).nonzero().squeeze(1)
+        if len(redo) == 0 or round_ == 2:
             break
         again = optimize(model, x[redo], class_objective(loss, classes[redo], targeted=targeted), threat=threat,
                          steps=steps, step_size=step_size, start=adv[redo], early_stop=early_stop,

@@ -25,6 +25,7 @@ from typing import Protocol
 import torch
 from torch import nn
 
+from . import speed
 from .layers import capture
 from .objectives import Objective, Outputs, as_objective
 from .threat import ThreatModel, Unconstrained
@@ -124,7 +125,8 @@ def optimize(
     step_rule: str = "pgd",
     lr: float | None = None,
     schedule: str = "constant",
-    channels_last: bool = False,
+    channels_last: bool | str | None = None,
+    precision: str | None = None,
     desc: str = "optimize",
 ) -> OptimizeResult:
     """Minimise ``objective`` (Outputs -> (N,)) over inputs near ``x0`` (N,C,H,W in [0,1]).
@@ -144,7 +146,12 @@ def optimize(
     - ``history``: one dict per evaluated iterate: ``restart``, ``step``, ``loss`` (mean over examples still
       running), ``best_loss`` (mean over all), ``success`` (fraction of all examples with a successful best),
       ``active``, and the mean of every figure the objective reports (e.g. ``target_prob``).
-    - ``channels_last``: feed the model channels-last tensors (pair it with a channels-last model).
+    - speed (:mod:`robustlens.speed`): ``channels_last`` (True, False, ``"auto"``) and ``precision``
+      (``"fp32"``, ``"bf16"``, ``"auto"``); None takes the settings in force (``speed.use``; defaults:
+      channels-last for conv nets, bf16 autocast only where measured safe). For logits-only objectives an
+      eval-mode model runs as a private copy with BatchNorm folded into the convolutions (``fold_bn``). The
+      model's memory format is restored afterwards. With autocast, the final iterate is evaluated and every
+      example's best iterate re-checked in float32, so ``loss`` and ``success`` are float32 decisions.
 
     There are ``steps`` gradient steps per restart and ``steps + 1`` evaluated iterates (the last one is
     evaluated under ``torch.inference_mode``).
@@ -171,7 +178,10 @@ def optimize(
     n, device = x0.shape[0], x0.device
     gen = torch.Generator(device=device).manual_seed(int(seed))
     lr = step_size if lr is None else lr
-    fmt = torch.channels_last if channels_last and x0.dim() == 4 else torch.contiguous_format
+    settings = speed.resolve(channels_last=channels_last, precision=precision)
+    cl = speed.use_channels_last(model, x0, settings.channels_last)
+    fmt = torch.channels_last if cl else torch.contiguous_format
+    amp = speed.autocast_dtype(model, settings.precision, device)
 
     best_x = x0.clone()
     best_loss = torch.full((n,), float("inf"), device=device)
@@ -179,16 +189,24 @@ def optimize(
     hist: list[dict] = []
     steps_run = example_steps = 0
 
-    def forward(z: torch.Tensor, index: torch.Tensor) -> tuple[Outputs, torch.Tensor]:
+    def forward(z: torch.Tensor, index: torch.Tensor, dtype: torch.dtype | None) -> tuple[Outputs, torch.Tensor]:
         img = param.image(z) if param is not None else z
         xin = transforms(img, gen) if transforms is not None else img
-        with capture(model, objective.layers) as acts:
-            logits = model(xin.contiguous(memory_format=fmt))
-        out = Outputs(x=img, logits=logits, activations=acts, index=index)
-        return out, objective(out)
+        with capture(model, objective.layers) as acts, speed.autocast(device, dtype):
+            logits = net(xin.contiguous(memory_format=fmt))
+        out = Outputs(x=img, logits=logits.float(), activations=acts, index=index)
+        return out, objective(out).float()
 
     bar = _progress(restarts * steps, desc, progress)
-    with frozen(model):
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(frozen(model))
+        net = model
+        if settings.fold_bn and not objective.layers:  # hooks do not run in the folded copy
+            net = speed.prepared(model, x0, channels_last=cl)
+        if net is model:
+            stack.enter_context(speed.channels_last_model(model, enabled=cl))
+        if settings.compile:
+            net = speed.compiled(net)
         for r in range(restarts):
             active = (~best_succ).nonzero().squeeze(1) if early_stop else torch.arange(n, device=device)
             if len(active) == 0:
@@ -201,7 +219,7 @@ def optimize(
                 last = t == steps
                 if last:
                     with torch.inference_mode():
-                        out, loss = forward(z, active)
+                        out, loss = forward(z, active, None)
                         loss = loss.detach().clone()
                         img = out.x.clone()
                         succ = _success(success_fn, out, loss)
@@ -209,7 +227,7 @@ def optimize(
                     grad = None
                 else:
                     z.requires_grad_(True)
-                    out, loss = forward(z, active)
+                    out, loss = forward(z, active, amp)
                     grad, = torch.autograd.grad(loss.sum(), z)
                     z = z.detach()
                     loss = loss.detach()
@@ -253,9 +271,22 @@ def optimize(
                     if progress:
                         bar.set_postfix(loss=f"{float(best_loss.mean()):.4g}",
                                         success=f"{float(best_succ.float().mean()):.2f}")
+        if amp is not None and transforms is None:
+            _recheck_float32(forward, best_x, best_loss, best_succ, success_fn, param)
     bar.close()
     return OptimizeResult(x=best_x, loss=best_loss, success=best_succ, history=hist, steps_run=steps_run,
                           seconds=time.perf_counter() - t_start, example_steps=example_steps)
+
+
+def _recheck_float32(forward, best_x, best_loss, best_succ, success_fn, param) -> None:
+    """Re-evaluate every best iterate in float32 (autocast steps may misjudge a near-tie), in place."""
+    with torch.inference_mode():
+        z = param.init(best_x) if param is not None else best_x
+        out, loss = forward(z, torch.arange(best_x.shape[0], device=best_x.device), None)
+        succ = _success(success_fn, out, loss)
+    best_loss.copy_(loss)
+    if success_fn is not None:
+        best_succ.copy_(succ)
 
 
 def _success(success_fn: SuccessFn | None, out: Outputs, loss: torch.Tensor) -> torch.Tensor:

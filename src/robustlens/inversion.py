@@ -68,7 +68,7 @@ def invert(
     tv_weight: float = 0.0,
     seed: int = 0,
     progress: bool = True,
-    channels_last: bool = False,
+    channels_last: bool | str | None = None,
 ) -> InversionResult:
     """Reconstruct ``image`` ((C,H,W) or (1,C,H,W) in [0,1]) from its features at each of ``layers``.
 

@@ -29,7 +29,8 @@ from ..images import load_pil, pil_to_tensor, quantize, save_image, to_uint8
 from ..labels import resolve_class
 from ..plots import plot_curves, plot_topk
 from ..preprocess import PreprocessConfig, preprocess, resize_short_side
-from .common import add_model_args, add_output_args, emit, load_inputs, load_model, number, prepare_out, write_json
+from .common import (add_model_args, add_output_args, add_speed_args, emit, load_inputs, load_model, number,
+                     prepare_out, speed_from_args, write_json)
 
 DEFAULT_EPS = {"linf": 4 / 255, "l2": 0.5, "l1": 10.0}
 
@@ -54,6 +55,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--loss", choices=LOSSES, default="logprob", help="attack loss (default logprob)")
     p.add_argument("--no-quantize", action="store_true", help="keep float pixels (the PNG may then differ)")
     add_model_args(p)
+    add_speed_args(p, early_stop=True)
     add_output_args(p)
     p.set_defaults(run=run)
 
@@ -77,6 +79,11 @@ def amplified(delta: torch.Tensor) -> torch.Tensor:
 
 
 def run(args: argparse.Namespace) -> int:
+    with speed_from_args(args):
+        return _run(args)
+
+
+def _run(args: argparse.Namespace) -> int:
     eps = DEFAULT_EPS[args.norm] if args.eps is None else args.eps
     check_positive("--eps", eps, allow_zero=True)
     check_positive("--steps", args.steps)
@@ -91,7 +98,8 @@ def run(args: argparse.Namespace) -> int:
 
     res = attack(model, x, target=targets, norm=args.norm, eps=eps, step_size=args.step_size, steps=args.steps,
                  restarts=args.restarts, random_start=args.random_start, loss=args.loss,
-                 quantize=not args.no_quantize, seed=args.seed, progress=progress_enabled(args))
+                 quantize=not args.no_quantize, early_stop=args.early_stop, seed=args.seed,
+                 progress=progress_enabled(args))
     result = {**model.describe(), "image": str(args.image), **res.to_dict()}
     name = model.class_name
     before = res.before[0][0]
