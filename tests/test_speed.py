@@ -103,3 +103,145 @@ def test_set_threads():
             speed.set_threads(-1)
     finally:
         torch.set_num_threads(old)
+
+
+# --- BatchNorm folding ------------------------------------------------------------------------------------
+
+class Flaky(nn.Module):
+    """Data-dependent control flow: torch.fx cannot trace it."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv, self.bn = nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4)
+        self.eval()
+
+    def forward(self, x):
+        y = self.bn(self.conv(x))
+        return y.mean((2, 3)) if float(y.sum()) > 0 else -y.mean((2, 3))
+
+
+def _with_stats(model: nn.Module, seed: int = 1) -> nn.Module:
+    g = torch.Generator().manual_seed(seed)
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.running_mean.copy_(torch.randn(m.num_features, generator=g))
+            m.running_var.copy_(torch.rand(m.num_features, generator=g) + 0.5)
+    return model
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_folded_copy_computes_the_same_and_leaves_the_model_alone(channels_last):
+    model = _with_stats(Named("x"))
+    x = torch.rand(3, 3, 9, 9)
+    state = {k: (v.data_ptr(), v.clone()) for k, v in model.state_dict().items()}
+    fast = speed.prepared(model, x, channels_last=channels_last)
+    assert fast is not model
+    called = [fast.get_submodule(n.target) for n in fast.graph.nodes if n.op == "call_module"]
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in called)  # both BatchNorms folded away
+    with torch.no_grad():
+        assert torch.allclose(fast(x), model(x), atol=1e-5)
+    xg = x.clone().requires_grad_(True)
+    g_fast, = torch.autograd.grad(fast(xg).sum(), xg)
+    g_model, = torch.autograd.grad(model(xg).sum(), xg)
+    assert torch.allclose(g_fast, g_model, atol=1e-5)
+    for k, v in model.state_dict().items():
+        assert v.data_ptr() == state[k][0] and torch.equal(v, state[k][1])
+    assert speed.prepared(model, x, channels_last=channels_last) is fast  # cached
+
+
+def test_folded_copy_follows_weight_changes():
+    model = _with_stats(Named("x"))
+    x = torch.rand(2, 3, 9, 9)
+    first = speed.prepared(model, x, channels_last=False)
+    with torch.no_grad():
+        model.net[0].weight.mul_(2)
+    second = speed.prepared(model, x, channels_last=False)
+    assert second is not first
+    with torch.no_grad():
+        assert torch.allclose(second(x), model(x), atol=1e-5)
+
+
+def test_no_folding_in_training_mode_or_when_untraceable():
+    x = torch.rand(2, 3, 9, 9)
+    model = Named("x").train()
+    assert speed.prepared(model, x, channels_last=False) is model
+    flaky = Flaky()
+    assert speed.prepared(flaky, x, channels_last=False) is flaky
+    plain = nn.Sequential(nn.Conv2d(3, 2, 3), nn.Flatten())  # nothing to fold
+    assert speed.prepared(plain, x, channels_last=True) is plain
+
+
+# --- the engine under each setting --------------------------------------------------------------------------
+
+SETTINGS = [speed.FAST, speed.PLAIN, speed.Speed(precision="bf16"), speed.Speed(precision="bf16", fold_bn=False),
+            speed.Speed(channels_last=True, fold_bn=False), speed.Speed(channels_last=False, precision="bf16")]
+
+
+@pytest.mark.parametrize("settings", SETTINGS, ids=lambda s: "-".join(f"{k}={v}" for k, v in s.to_dict().items()))
+def test_every_setting_gives_in_ball_results_and_restores_the_model(settings):
+    from robustlens.attacks import pgd
+
+    model = _with_stats(Named("resnet_tiny"))
+    x = torch.rand(4, 3, 10, 10, generator=torch.Generator().manual_seed(0))
+    flags = [(p.requires_grad, p.is_contiguous()) for p in model.parameters()]
+    eps = 8 / 255
+    with speed.use(settings):
+        adv = pgd(model, x, torch.tensor([0, 1, 2, 3]), eps=eps, step_size=2 / 255, steps=5, targeted=True,
+                  random_start=False, early_stop=True)
+    assert adv.shape == x.shape and adv.dtype == x.dtype
+    assert float((adv - x).abs().max()) <= eps + 1e-6
+    assert float(adv.min()) >= 0 and float(adv.max()) <= 1
+    assert [(p.requires_grad, p.is_contiguous()) for p in model.parameters()] == flags
+    assert not any(m.training for m in model.modules())
+
+
+def test_toggles_reach_the_model():
+    from robustlens.engine import optimize
+    from robustlens.objectives import LogProb
+
+    model = _with_stats(Named("resnet_tiny"))
+    seen = []
+    model.net[0].register_forward_pre_hook(
+        lambda m, inp: seen.append((m.weight.is_contiguous(memory_format=torch.channels_last),
+                                    torch.is_autocast_enabled("cpu"))))
+    x = torch.rand(2, 3, 10, 10)
+    for settings, expect in [(speed.Speed(channels_last=True, precision="bf16", fold_bn=False), (True, True)),
+                             (speed.Speed(channels_last=False, precision="fp32", fold_bn=False), (False, False))]:
+        seen.clear()
+        with speed.use(settings):
+            optimize(model, x, LogProb(torch.tensor([0, 1])), steps=2, step_size=0.01, progress=False)
+        assert expect in seen  # the gradient steps ran with these settings
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_early_stop_never_lowers_success(precision):
+    from robustlens.attacks import pgd
+
+    model = _with_stats(Named("resnet_tiny", seed=3, classes=10), seed=3)
+    x = torch.rand(16, 3, 10, 10, generator=torch.Generator().manual_seed(1))
+    targets = torch.arange(16) % 10
+    kw = dict(eps=6 / 255, step_size=1 / 255, steps=12, targeted=True, random_start=False)
+    with speed.use(speed.Speed(precision=precision)):
+        with_stop = pgd(model, x, targets, early_stop=True, **kw)
+        without = pgd(model, x, targets, early_stop=False, **kw)
+    with torch.no_grad():  # judged in float32, as every benchmark does
+        s_stop = model(with_stop).argmax(1) == targets
+        s_all = model(without).argmax(1) == targets
+    assert 0 < int(s_all.sum()) < 16  # the test means something: some but not all succeed
+    assert int(s_stop.sum()) >= int(s_all.sum())
+
+
+def test_reduced_precision_success_is_a_float32_verdict():
+    from robustlens.attacks import class_objective, class_success
+    from robustlens.engine import optimize
+    from robustlens.threat import Linf
+
+    model = _with_stats(Named("resnet_tiny", seed=3, classes=10), seed=3)
+    x = torch.rand(16, 3, 10, 10, generator=torch.Generator().manual_seed(1))
+    targets = torch.arange(16) % 10
+    for early_stop in (True, False):
+        res = optimize(model, x, class_objective("ce", targets, targeted=True), threat=Linf(6 / 255), steps=12,
+                       step_size=1 / 255, early_stop=early_stop, success_fn=class_success(targets, targeted=True),
+                       precision="bf16", progress=False, history=False)
+        with torch.no_grad():
+            assert torch.equal(res.success, model(res.x).argmax(1) == targets)
