@@ -22,6 +22,7 @@ import torch
 
 from PIL import Image
 
+from .. import speed
 from ..attacks import LOSSES, attack
 from ..classify import classify
 from ..errors import UserError
@@ -100,7 +101,7 @@ def _run(args: argparse.Namespace) -> int:
                  restarts=args.restarts, random_start=args.random_start, loss=args.loss,
                  quantize=not args.no_quantize, early_stop=args.early_stop, seed=args.seed,
                  progress=progress_enabled(args))
-    result = {**model.describe(), "image": str(args.image), **res.to_dict()}
+    result = {**model.describe(), "image": str(args.image), "speed": speed.current().to_dict(), **res.to_dict()}
     name = model.class_name
     before = res.before[0][0]
     lines = [f"{model.name}: {args.image} is {before.name} ({before.index}), p={before.prob:.3f}",
@@ -111,7 +112,7 @@ def _run(args: argparse.Namespace) -> int:
         goal = f"target {row['target']} ({name(row['target'])})" if res.targeted else f"away from {row['label']}"
         lines.append(f"  {goal}: {'SUCCESS' if row['success'] else 'failed'}; now {top.name} ({top.index}) "
                      f"p={top.prob:.3f}; Linf {row['linf_255']:.2f}/255, L2 {row['l2']:.3f}, "
-                     f"PSNR {row['psnr_db'] if row['psnr_db'] is None else round(row['psnr_db'], 1)} dB, "
+                     f"PSNR {'inf' if row['psnr_db'] is None else round(row['psnr_db'], 1)} dB, "
                      f"SSIM {row['ssim']:.4f}")
     lines.append(f"{res.steps_run} steps, {res.seconds:.1f} s")
     if out:
