@@ -67,7 +67,7 @@ def load_pil(path: str | Path) -> Image.Image:
 def pil_to_tensor(img: Image.Image) -> torch.Tensor:
     """RGB Pillow image -> float tensor (3, H, W) in [0, 1]."""
     arr = np.asarray(to_rgb(img), dtype=np.uint8)
-    return torch.from_numpy(arr.copy()).permute(2, 0, 1).float().div_(255.0)
+    return torch.from_numpy(arr.copy()).permute(2, 0, 1).contiguous().float().div_(255.0)
 
 
 def load_image(path: str | Path) -> torch.Tensor:
