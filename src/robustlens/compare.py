@@ -9,6 +9,7 @@ also shown to every other model ("transfer"), which is what the perceptual test 
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -128,7 +129,9 @@ def plot_comparison(runs: Sequence[ModelRun], path: str | Path, *, title: str = 
 
     n_inv = max((len(r.inversion.layers) if r.inversion is not None else 0) for r in runs)
     cols = 3 + n_inv
-    fig, axes = plt.subplots(len(runs), cols, figsize=(2.7 * cols, 3.0 * len(runs)), dpi=110, squeeze=False)
+    fig, axes = plt.subplots(len(runs), cols, figsize=(2.7 * cols, 3.5 * len(runs)), dpi=110, squeeze=False)
+    common = os.path.commonprefix([r.name for r in runs])
+    cut = common.rfind("_") + 1 if "_" in common else 0
     for ax in axes.flat:
         ax.axis("off")
 
@@ -144,10 +147,11 @@ def plot_comparison(runs: Sequence[ModelRun], path: str | Path, *, title: str = 
         before, after = a.before[0][0], a.after[0][0]
         show(row[0], run.image, f"{run.name}\ninput: {_short(before.name)} p={before.prob:.2f}")
         goal = f"target {_short(run.target_name)}" if run.target is not None else "untargeted"
-        verdicts = "; ".join(f"{_short(k, 16)}: {_short(v['top1_name'], 12)}" for k, v in run.transfer.items())
+        verdicts = "; ".join(f"{_short(k[cut:] or k, 16)}: {_short(v['top1_name'], 14)}"
+                             for k, v in run.transfer.items())
         eps = a.settings["eps"]
         show(row[1], a.adversarial[0], f"{goal}, {a.settings['norm']} ε={eps:g}\n→ {_short(after.name)} "
-                                       f"p={after.prob:.2f}\nothers: {verdicts}")
+                                       f"p={after.prob:.2f}\nseen by {verdicts}")
         delta = a.perturbation[0]
         m = float(delta.abs().max()) or 1.0
         show(row[2], (0.5 + delta / (2 * m)).clamp(0, 1), f"perturbation (×{0.5 / m:.1f})\nL2 {float(a.l2[0]):.2f}")
