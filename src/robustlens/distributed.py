@@ -40,7 +40,7 @@ def launched_by_torchrun() -> bool:
 
 def init(device: torch.device | str = "cpu") -> Context:
     """Join the torchrun process group if there is one (idempotent); ``device`` "cuda" becomes
-    ``cuda:LOCAL_RANK``. CPU processes get ``torch.set_num_threads`` = cores // local world size."""
+    ``cuda:LOCAL_RANK``. CPU threads are left as torch sets them (torchrun sets ``OMP_NUM_THREADS=1``)."""
     device = torch.device(device)
     if not launched_by_torchrun() or int(os.environ["WORLD_SIZE"]) == 1:
         return Context(device=device)
@@ -52,8 +52,6 @@ def init(device: torch.device | str = "cpu") -> Context:
         backend = "nccl"
     else:
         backend = "gloo"
-        local_world = int(os.environ.get("LOCAL_WORLD_SIZE", world))
-        torch.set_num_threads(max(1, (os.cpu_count() or 1) // local_world))
     if not dist.is_initialized():
         dist.init_process_group(backend=backend, rank=rank, world_size=world)
     return Context(rank=rank, world_size=world, device=device, backend=backend)
