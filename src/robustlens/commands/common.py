@@ -46,6 +46,9 @@ def add_speed_args(p: argparse.ArgumentParser, *, early_stop: bool = False) -> N
                         "successes and final predictions are always checked in fp32")
     g.add_argument("--no-channels-last", dest="channels_last", action="store_false",
                    help="keep the contiguous (NCHW) layout (default: channels-last for convolutional models)")
+    g.add_argument("--no-fold-bn", dest="fold_bn", action="store_false",
+                   help="run the model as it is (default: attacks run a private copy with BatchNorm folded into "
+                        "the convolutions)")
     g.add_argument("--compile", action="store_true", help="torch.compile the model (default off: no gain measured on CPU)")
     if early_stop:
         g.add_argument("--no-early-stop", dest="early_stop", action="store_false",
@@ -55,7 +58,8 @@ def add_speed_args(p: argparse.ArgumentParser, *, early_stop: bool = False) -> N
 def speed_settings(args: argparse.Namespace) -> speed.Speed:
     """The :class:`robustlens.speed.Speed` the speed options ask for (defaults when a command has none)."""
     return speed.Speed(channels_last="auto" if getattr(args, "channels_last", True) else False,
-                       precision=getattr(args, "precision", "auto"), compile=getattr(args, "compile", False))
+                       precision=getattr(args, "precision", "auto"), compile=getattr(args, "compile", False),
+                       fold_bn=getattr(args, "fold_bn", True))
 
 
 @contextlib.contextmanager
