@@ -87,3 +87,12 @@ def test_one_and_two_processes_give_the_same_counts(tmp_path, capsys):
         assert double[key] == single[key], key
     assert single["n"] == 300 and single["clean_accuracy"] >= 0.98
     assert single["robust_correct"]["0.1"] < single["robust_correct"]["0.05"] < single["clean_correct"]
+
+
+def test_train_eval_modes_are_restored_per_module():
+    model = create_model("imagenette_resnet", "none")
+    model.train()
+    model.net.eval()  # a wrapper in train mode around a network in eval mode (as zoo builders may return)
+    ds = LabelledImages(model.config, [0, 1], pixels=torch.zeros(2, 3, 64, 64, dtype=torch.uint8))
+    evaluate_robustness(model, ds, norm="l2", eps=[0.1], steps=1, batch_size=2)
+    assert model.training and not model.net.training and not model.net.bn1.training

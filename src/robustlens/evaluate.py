@@ -81,6 +81,16 @@ class RobustnessResult:
         }
 
 
+def _modes(model: nn.Module) -> list[bool]:
+    return [m.training for m in model.modules()]
+
+
+def _restore(model: nn.Module, modes: list[bool]) -> None:
+    """Put every sub-module back in its own train/eval mode (a wrapper's flag may differ from its network's)."""
+    for m, training in zip(model.modules(), modes):
+        m.training = training
+
+
 def batches_of(n: int, batch_size: int) -> list[list[int]]:
     """Consecutive index batches covering range(n)."""
     return [list(range(s, min(s + batch_size, n))) for s in range(0, n, batch_size)]
@@ -117,7 +127,7 @@ def evaluate_robustness(
         raise ValueError("steps, restarts and batch_size must be at least 1")
     sizes = [step_size if step_size is not None else default_step_size(e, steps) for e in eps]
     t0 = time.perf_counter()
-    was_training = model.training
+    modes = _modes(model)
     model.eval()
     device = next(model.parameters()).device
     all_batches = batches_of(len(dataset), batch_size)
@@ -146,7 +156,7 @@ def evaluate_robustness(
             bar.set_postfix(clean=f"{float(counts[1]) / n:.3f}", robust=f"{float(counts[-1]) / n:.3f}")
     finally:
         bar.close()
-        model.train(was_training)
+        _restore(model, modes)
     total = all_reduce_sum(counts, ctx)
     return RobustnessResult(n=int(total[0]), clean_correct=int(total[1]), eps=eps,
                             robust_correct=[int(c) for c in total[2:]], norm=norm, steps=steps, step_sizes=sizes,
@@ -157,7 +167,7 @@ def evaluate_robustness(
 @torch.no_grad()
 def clean_accuracy(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *, batch_size: int = 256) -> float:
     """Top-1 accuracy of ``model`` (eval mode) on float images (N,C,H,W) in [0,1] or uint8 images."""
-    was_training = model.training
+    modes = _modes(model)
     model.eval()
     device = next(model.parameters()).device
     correct = 0
@@ -165,7 +175,7 @@ def clean_accuracy(model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
         x = images[s:s + batch_size].to(device)
         x = x.float().div(255.0) if x.dtype == torch.uint8 else x
         correct += int((model(x).argmax(1).cpu() == labels[s:s + batch_size]).sum())
-    model.train(was_training)
+    _restore(model, modes)
     return correct / max(len(labels), 1)
 
 

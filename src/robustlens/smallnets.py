@@ -222,10 +222,11 @@ def _build(name: str, make, config: PreprocessConfig, weights: str, seed: int, *
     if weights != "none":
         info = load_weights(net, weights)
         desc = info.source
-    net.eval()
     if class_wnids is not None:
-        return SubsetClassifier(net, config, class_wnids=class_wnids, name=name, weights=desc)
-    return Classifier(net, config, name=name, weights=desc, num_classes=10, class_names=class_names)
+        model = SubsetClassifier(net, config, class_wnids=class_wnids, name=name, weights=desc)
+    else:
+        model = Classifier(net, config, name=name, weights=desc, num_classes=10, class_names=class_names)
+    return model.eval()
 
 
 @register_model("mnist_lenet5", "MNIST LeNet-5 (advertorch layout), 28px grey, [0,1] inputs", default_weights="none")
