@@ -78,8 +78,10 @@ def test_channels_last_model_leaves_an_already_channels_last_model_alone():
 
 def test_channels_last_auto_needs_conv_and_images():
     conv, mlp = Named("x"), nn.Sequential(nn.Flatten(), nn.Linear(12, 2))
-    assert speed.use_channels_last(conv, torch.rand(1, 3, 2, 2), "auto")
-    assert not speed.use_channels_last(mlp, torch.rand(1, 3, 2, 2), "auto")
+    assert speed.use_channels_last(conv, torch.rand(1, 3, 64, 80), "auto")
+    assert not speed.use_channels_last(conv, torch.rand(1, 1, 28, 28), "auto")  # measured slower on MNIST
+    assert not speed.use_channels_last(mlp, torch.rand(1, 3, 64, 64), "auto")
+    assert speed.use_channels_last(conv, torch.rand(1, 3, 2, 2), True)
     assert not speed.use_channels_last(conv, torch.rand(1, 12), True)
     assert not speed.use_channels_last(conv, torch.rand(1, 3, 2, 2), False)
 
