@@ -262,7 +262,7 @@ def create_model(name: str = DEFAULT_MODEL, weights: str | None = None, *, seed:
     key = name.strip()
     if key in _REGISTRY:
         entry = _REGISTRY[key]
-        return entry.builder(weights or entry.default_weights, seed)
+        return entry.builder(weights or entry.default_weights, seed).eval()
     weights = weights or "imagenet"
     if weights not in ("imagenet", "none") and not is_weights_spec(weights):
         raise UserError(f"weights must be 'imagenet', 'none' or an existing file; {weights!r} is none of these")
@@ -274,9 +274,9 @@ def create_model(name: str = DEFAULT_MODEL, weights: str | None = None, *, seed:
             import timm
 
             raise unknown("timm model", bare, timm.list_models())
-        return _build_timm(bare, weights, seed)
+        return _build_timm(bare, weights, seed).eval()
     if key in _torchvision_names():
-        return _build_torchvision(key, weights, seed)
+        return _build_torchvision(key, weights, seed).eval()
     raise unknown("model", key, [*_REGISTRY, *_torchvision_names()])
 
 
