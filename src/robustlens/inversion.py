@@ -65,6 +65,7 @@ def invert(
     *,
     steps: int = 200,
     lr: float = 0.1,
+    schedule: str = "cosine",
     tv_weight: float = 0.0,
     seed: int = 0,
     progress: bool = True,
@@ -72,8 +73,9 @@ def invert(
 ) -> InversionResult:
     """Reconstruct ``image`` ((C,H,W) or (1,C,H,W) in [0,1]) from its features at each of ``layers``.
 
-    Pixel-space Adam (learning rate ``lr``, cosine decay to 0) from uniform noise (seeded), kept in [0,1];
-    ``tv_weight`` adds a total-variation prior (0: the pure feature objective). One reconstruction per layer."""
+    Pixel-space Adam (learning rate ``lr``; ``schedule`` ``"cosine"`` decays it to 0, or ``"constant"``) from
+    uniform noise (seeded), kept in [0,1]; ``tv_weight`` adds a total-variation prior (0: the pure feature
+    objective). One reconstruction per layer."""
     layers = list(layers)
     if not layers:
         raise ValueError("give at least one layer")
@@ -97,10 +99,10 @@ def invert(
         objective = objective + tv_weight * TotalVariation()
     start_distance = feature_distances(model, start, reference, layers)
     res = optimize(model, start, objective, threat=Unconstrained(), steps=steps, step_size=lr, step_rule="adam",
-                   schedule="cosine", seed=seed, progress=progress, channels_last=channels_last, desc="invert")
+                   schedule=schedule, seed=seed, progress=progress, channels_last=channels_last, desc="invert")
     distance = feature_distances(model, res.x, reference, layers)
     settings = {"layers": layers, "steps": steps, "lr": lr, "tv_weight": tv_weight, "seed": seed,
-                "start": "uniform noise", "step_rule": "adam", "schedule": "cosine",
+                "start": "uniform noise", "step_rule": "adam", "schedule": schedule,
                 "objective": "relative squared L2 feature distance"}
     return InversionResult(layers=layers, reference=ref_img, images=res.x, start_distance=start_distance,
                            distance=distance, history=res.history, seconds=res.seconds, settings=settings)

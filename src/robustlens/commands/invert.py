@@ -26,6 +26,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--steps", type=int, default=200, help="Adam steps (default 200)")
     p.add_argument("--lr", type=number, default=0.1,
                    help="Adam learning rate in pixel units, cosine-decayed (default 0.1)")
+    p.add_argument("--schedule", choices=["cosine", "constant"], default="cosine",
+                   help="learning-rate schedule (default cosine: decays to 0 at the last step)")
     p.add_argument("--tv", type=number, default=0.0, help="total-variation weight (default 0: none)")
     add_model_args(p)
     add_speed_args(p)
@@ -49,7 +51,7 @@ def _run(args: argparse.Namespace) -> int:
     x = load_inputs([args.image], model)
     out = prepare_out(args.out)
 
-    res = invert(model, x, layers, steps=args.steps, lr=args.lr, tv_weight=args.tv, seed=args.seed,
+    res = invert(model, x, layers, steps=args.steps, lr=args.lr, schedule=args.schedule, tv_weight=args.tv, seed=args.seed,
                  progress=progress_enabled(args))
     result = {**model.describe(), "image": str(args.image), **res.to_dict()}
     lines = [f"{model.name}: inverting {args.image} at {len(layers)} layer(s), {args.steps} steps, {res.seconds:.1f} s"]
