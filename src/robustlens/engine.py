@@ -150,8 +150,9 @@ def optimize(
       (``"fp32"``, ``"bf16"``, ``"auto"``); None takes the settings in force (``speed.use``; defaults:
       channels-last for conv nets, bf16 autocast only where measured safe). For logits-only objectives an
       eval-mode model runs as a private copy with BatchNorm folded into the convolutions (``fold_bn``). The
-      model's memory format is restored afterwards. With autocast, the final iterate is evaluated and every
-      example's best iterate re-checked in float32, so ``loss`` and ``success`` are float32 decisions.
+      model's memory format is restored afterwards. With autocast, a success stops an example (early stop)
+      only once float32 confirms it, the final iterate is evaluated in float32, and every best iterate that
+      only an autocast pass judged is re-checked in float32, so ``loss`` and ``success`` are float32 decisions.
 
     There are ``steps`` gradient steps per restart and ``steps + 1`` evaluated iterates (the last one is
     evaluated under ``torch.inference_mode``).
@@ -186,16 +187,33 @@ def optimize(
     best_x = x0.clone()
     best_loss = torch.full((n,), float("inf"), device=device)
     best_succ = torch.zeros(n, dtype=torch.bool, device=device)
+    best_fp32 = torch.ones(n, dtype=torch.bool, device=device)  # the best iterate was judged in float32
     hist: list[dict] = []
     steps_run = example_steps = 0
 
-    def forward(z: torch.Tensor, index: torch.Tensor, dtype: torch.dtype | None) -> tuple[Outputs, torch.Tensor]:
+    def forward(z: torch.Tensor, index: torch.Tensor, dtype: torch.dtype | None
+                ) -> tuple[Outputs, torch.Tensor, torch.Tensor]:
         img = param.image(z) if param is not None else z
         xin = transforms(img, gen) if transforms is not None else img
         with capture(model, objective.layers) as acts, speed.autocast(device, dtype):
             logits = net(xin.contiguous(memory_format=fmt))
         out = Outputs(x=img, logits=logits.float(), activations=acts, index=index)
-        return out, objective(out).float()
+        return out, objective(out).float(), xin
+
+    def confirm(out: Outputs, xin: torch.Tensor, succ: torch.Tensor, loss: torch.Tensor
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Float32 verdict on the rows an autocast pass marked successful: (success, loss with those rows
+        recomputed in float32, mask of the rows judged in float32)."""
+        rows = succ.nonzero().squeeze(1)
+        with torch.inference_mode(), capture(model, objective.layers) as acts:
+            logits = net(xin.detach()[rows].contiguous(memory_format=fmt)).float()
+            sub = Outputs(x=out.x.detach()[rows], logits=logits, activations=acts, index=out.index[rows])
+            ok, sub_loss = _success(success_fn, sub, logits[:, 0]), objective(sub).float()
+        judged = torch.zeros_like(succ)
+        judged[rows] = True
+        confirmed, loss = torch.zeros_like(succ), loss.clone()
+        confirmed[rows], loss[rows] = ok, sub_loss
+        return confirmed, loss, judged
 
     bar = _progress(restarts * steps, desc, progress)
     with contextlib.ExitStack() as stack:
@@ -217,9 +235,10 @@ def optimize(
             adam = _Adam(z) if step_rule == "adam" else None
             for t in range(steps + 1):
                 last = t == steps
+                judged = None  # rows judged in float32 (None: all of them when amp is None or last)
                 if last:
                     with torch.inference_mode():
-                        out, loss = forward(z, active, None)
+                        out, loss, _ = forward(z, active, None)
                         loss = loss.detach().clone()
                         img = out.x.clone()
                         succ = _success(success_fn, out, loss)
@@ -227,7 +246,7 @@ def optimize(
                     grad = None
                 else:
                     z.requires_grad_(True)
-                    out, loss = forward(z, active, amp)
+                    out, loss, xin = forward(z, active, amp)
                     grad, = torch.autograd.grad(loss.sum(), z)
                     z = z.detach()
                     loss = loss.detach()
@@ -235,6 +254,8 @@ def optimize(
                         img = out.x.detach()
                         succ = _success(success_fn, out, loss)
                         report = _reports(objective, out) if history else {}
+                    if amp is not None and early_stop and bool(succ.any()):
+                        succ, loss, judged = confirm(out, xin, succ, loss)  # only float32 stops an example
                 with torch.no_grad():
                     b_loss, b_succ = best_loss[active], best_succ[active]
                     better = (succ & ~b_succ) | ((succ == b_succ) & (loss < b_loss))
@@ -243,6 +264,8 @@ def optimize(
                                                  best_x[active])
                     best_loss[active] = torch.where(better, loss.float(), b_loss)
                     best_succ[active] = succ | b_succ
+                    in_fp32 = judged if judged is not None else torch.full_like(better, amp is None or last)
+                    best_fp32[active] = torch.where(better, in_fp32, best_fp32[active])
                     if history:
                         hist.append({"restart": r, "step": t, "loss": float(loss.float().mean()),
                                      "best_loss": float(best_loss.mean()), "success": float(best_succ.float().mean()),
@@ -271,22 +294,24 @@ def optimize(
                     if progress:
                         bar.set_postfix(loss=f"{float(best_loss.mean()):.4g}",
                                         success=f"{float(best_succ.float().mean()):.2f}")
-        if amp is not None and transforms is None:
-            _recheck_float32(forward, best_x, best_loss, best_succ, success_fn, param)
+        if amp is not None and transforms is None and not bool(best_fp32.all()):
+            _recheck_float32(forward, best_x, best_loss, best_succ, success_fn, param, ~best_fp32)
     bar.close()
     return OptimizeResult(x=best_x, loss=best_loss, success=best_succ, history=hist, steps_run=steps_run,
                           seconds=time.perf_counter() - t_start, example_steps=example_steps)
 
 
-def _recheck_float32(forward, best_x, best_loss, best_succ, success_fn, param) -> None:
-    """Re-evaluate every best iterate in float32 (autocast steps may misjudge a near-tie), in place."""
+def _recheck_float32(forward, best_x, best_loss, best_succ, success_fn, param, rows: torch.Tensor) -> None:
+    """Re-evaluate in float32, in place, the best iterates of ``rows`` (a bool mask): those only an autocast
+    pass judged (it may misjudge a near-tie)."""
+    idx = rows.nonzero().squeeze(1)
     with torch.inference_mode():
-        z = param.init(best_x) if param is not None else best_x
-        out, loss = forward(z, torch.arange(best_x.shape[0], device=best_x.device), None)
+        z = param.init(best_x[idx]) if param is not None else best_x[idx]
+        out, loss, _ = forward(z, idx, None)
         succ = _success(success_fn, out, loss)
-    best_loss.copy_(loss)
+    best_loss[idx] = loss
     if success_fn is not None:
-        best_succ.copy_(succ)
+        best_succ[idx] = succ
 
 
 def _success(success_fn: SuccessFn | None, out: Outputs, loss: torch.Tensor) -> torch.Tensor:
