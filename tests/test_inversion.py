@@ -73,8 +73,9 @@ def test_bad_layers():
 def test_default_model_three_layers_from_noise(tmp_path):
     """Must-show 4, reduced to stay fast: three layers of EfficientNet-Lite0 in one batch, at 96 px and 40
     steps, the relative feature distance falls by more than half at every layer; the reconstructions are
-    saved side by side. (The full-size run — 224 px, 500 steps, ≥ 90 % at each layer — is
-    `robustlens invert corgi.jpg --layer _blocks.2 --layer _blocks.7 --layer _blocks.12 --steps 500`.)"""
+    saved side by side. The full-size run — `robustlens invert corgi.jpg --layer _blocks.2 --layer _blocks.7
+    --layer _blocks.12 --steps 1000` (224 px, ~15 min on 2 cores) — removed 93.4 %, 93.8 % and 92.4 % of the
+    noise start's distance (500 steps: 91.6 %, 89.2 %, 89.4 %)."""
     if not CORGI.exists():
         pytest.skip(f"needs {CORGI} (the shared data folder beside the repository)")
     import torch.nn.functional as F
