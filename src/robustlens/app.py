@@ -97,7 +97,7 @@ def _pil(x: torch.Tensor) -> Image.Image:
 def run_attack(bank: ModelBank, image, kind: str, target: str, norm: str, eps: str, steps: int, seed: int = 0):
     """One targeted attack: (adversarial image, amplified perturbation, top-5 before, top-5 after, summary)."""
     from .attacks import attack
-    from .report import amplified
+    from .plots import amplified
 
     model = bank.get(kind)
     t = parse_choice(target)

@@ -125,7 +125,7 @@ def plot_comparison(runs: Sequence[ModelRun], path: str | Path, *, title: str = 
     """One row per model: input, adversarial image (with the model's and the other models' verdicts), the
     perturbation (amplified), then one inversion per layer."""
     from .images import to_uint8
-    from .plots import plt
+    from .plots import amplified, plt
 
     n_inv = max((len(r.inversion.layers) if r.inversion is not None else 0) for r in runs)
     cols = 3 + n_inv
@@ -152,9 +152,8 @@ def plot_comparison(runs: Sequence[ModelRun], path: str | Path, *, title: str = 
         eps = a.settings["eps"]
         show(row[1], a.adversarial[0], f"{goal}, {a.settings['norm']} ε={eps:g}\n→ {_short(after.name)} "
                                        f"p={after.prob:.2f}\nseen by {verdicts}")
-        delta = a.perturbation[0]
-        m = float(delta.abs().max()) or 1.0
-        show(row[2], (0.5 + delta / (2 * m)).clamp(0, 1), f"perturbation (×{0.5 / m:.1f})\nL2 {float(a.l2[0]):.2f}")
+        amp, factor = amplified(a.perturbation[0])
+        show(row[2], amp, f"perturbation (×{factor:.1f})\nL2 {float(a.l2[0]):.2f}")
         if run.inversion is not None:
             for k, layer in enumerate(run.inversion.layers):
                 show(row[3 + k], run.inversion.images[k],

@@ -15,6 +15,14 @@ from .classify import Prediction  # noqa: E402
 from .images import to_uint8  # noqa: E402
 
 
+def amplified(delta: torch.Tensor) -> tuple[torch.Tensor, float]:
+    """A perturbation (C,H,W) made visible: ``0.5 + a·δ`` with ``a = 0.5 / max|δ|`` (grey = no change);
+    returns the image in [0, 1] and the factor ``a`` (1.0 for δ = 0)."""
+    peak = float(delta.detach().abs().max())
+    factor = 0.5 / peak if peak > 0 else 1.0
+    return (0.5 + factor * delta.detach()).clamp(0, 1), factor
+
+
 def _short(name: str, n: int = 28) -> str:
     return name if len(name) <= n else name[: n - 1] + "…"
 

@@ -27,7 +27,7 @@ from .classify import Prediction, topk
 from .errors import UserError
 from .images import example_image, load_pil, save_image
 from .layers import last_linear, layer_names, resolve_layer
-from .plots import plot_topk
+from .plots import amplified, plot_topk
 from .preprocess import preprocess
 from .zoo import DEFAULT_MODEL, Classifier, create_model
 
@@ -92,14 +92,6 @@ class ReportSettings:
 
 
 # --- small helpers shared with the app ---------------------------------------------------------------------
-
-def amplified(delta: torch.Tensor) -> tuple[torch.Tensor, float]:
-    """A perturbation (C,H,W) made visible: ``0.5 + a·δ`` with ``a = 0.5 / max|δ|`` (grey = no change);
-    returns the image in [0, 1] and the factor ``a`` (1.0 for δ = 0)."""
-    peak = float(delta.detach().abs().max())
-    factor = 0.5 / peak if peak > 0 else 1.0
-    return (0.5 + factor * delta.detach()).clamp(0, 1), factor
-
 
 def prediction_words(preds: list[Prediction], who: str) -> str:
     """``"<who> sees a tabby (281) with probability 0.412; next: tiger cat (0.201), ..."``."""

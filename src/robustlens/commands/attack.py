@@ -28,10 +28,9 @@ from ..classify import classify
 from ..errors import UserError
 from ..images import load_pil, pil_to_tensor, quantize, save_image, to_uint8
 from ..labels import resolve_class
-from ..plots import plot_curves, plot_topk
+from ..plots import amplified, plot_curves, plot_topk
 from ..preprocess import PreprocessConfig, preprocess, resize_short_side
-from .common import (add_model_args, add_output_args, add_speed_args, emit, load_inputs, load_model, number,
-                     prepare_out, speed_from_args, write_json)
+from .common import add_optimisation_args, emit, load_inputs, load_model, number, prepare_out, write_json
 
 DEFAULT_EPS = {"linf": 4 / 255, "l2": 0.5, "l1": 10.0}
 
@@ -55,10 +54,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--random-start", action="store_true", help="start at a random point of the ε-ball")
     p.add_argument("--loss", choices=LOSSES, default="logprob", help="attack loss (default logprob)")
     p.add_argument("--no-quantize", action="store_true", help="keep float pixels (the PNG may then differ)")
-    add_model_args(p)
-    add_speed_args(p, early_stop=True)
-    add_output_args(p)
-    p.set_defaults(run=run)
+    add_optimisation_args(p, run, early_stop=True)
 
 
 def progress_enabled(args: argparse.Namespace) -> bool:
@@ -73,18 +69,7 @@ def check_positive(name: str, value: int | float | None, *, allow_zero: bool = F
         raise UserError(f"{name} must be {'>= 0' if allow_zero else '> 0'}, got {value:g}")
 
 
-def amplified(delta: torch.Tensor) -> torch.Tensor:
-    """A perturbation (C,H,W) mapped to [0,1] for viewing: 0.5 + δ / (2·max|δ|)."""
-    m = float(delta.abs().max())
-    return (0.5 + delta / (2 * m)).clamp(0, 1) if m > 0 else torch.full_like(delta, 0.5)
-
-
 def run(args: argparse.Namespace) -> int:
-    with speed_from_args(args):
-        return _run(args)
-
-
-def _run(args: argparse.Namespace) -> int:
     eps = DEFAULT_EPS[args.norm] if args.eps is None else args.eps
     check_positive("--eps", eps, allow_zero=True)
     check_positive("--steps", args.steps)
@@ -177,7 +162,7 @@ def _write_figures(out: Path, res, targets: list[int] | None) -> list[str]:
     for i in range(res.adversarial.shape[0]):
         tag = f"_{int(res.targets[i])}" if several else ""
         hl = int(res.targets[i]) if res.targets is not None else None
-        files.append(save_image(amplified(res.perturbation[i]), out / f"perturbation{tag}.png").name)
+        files.append(save_image(amplified(res.perturbation[i])[0], out / f"perturbation{tag}.png").name)
         files.append(plot_topk(res.after[i], out / f"top5_after{tag}.png", highlight=hl,
                                title=f"after the attack{' on ' + str(hl) if hl is not None else ''}: top-5").name)
     if res.history:

@@ -73,6 +73,20 @@ def speed_from_args(args: argparse.Namespace):
         yield s
 
 
+def add_optimisation_args(p: argparse.ArgumentParser, run, *, early_stop: bool = False) -> None:
+    """The options every input-optimisation command shares (model, speed flags, ``--out``/``--json``), and
+    ``run(args)`` set as the command, executed under the speed settings of ``args``."""
+    add_model_args(p)
+    add_speed_args(p, early_stop=early_stop)
+    add_output_args(p)
+
+    def run_with_speed(args: argparse.Namespace) -> int:
+        with speed_from_args(args):
+            return run(args)
+
+    p.set_defaults(run=run_with_speed)
+
+
 def add_output_args(p: argparse.ArgumentParser, *, out_default: str | None = None) -> None:
     p.add_argument("--out", default=out_default, help="folder for PNG figures and result.json")
     p.add_argument("--json", action="store_true", help="print one JSON object on stdout")

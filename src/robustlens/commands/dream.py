@@ -12,8 +12,7 @@ from ..images import save_image
 from ..layers import resolve_layer
 from ..plots import image_grid
 from .attack import check_positive, progress_enabled
-from .common import (add_model_args, add_output_args, add_speed_args, emit, load_inputs, load_model, number,
-                     prepare_out, speed_from_args, write_json)
+from .common import add_optimisation_args, emit, load_inputs, load_model, number, prepare_out, write_json
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -27,18 +26,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--steps", type=int, default=10, help="steps per octave (default 10)")
     p.add_argument("--step-size", type=number, default=0.01, help="mean pixel change per step (default 0.01)")
     p.add_argument("--jitter", type=int, default=16, help="random shift in pixels at full size (default 16)")
-    add_model_args(p)
-    add_speed_args(p)
-    add_output_args(p)
-    p.set_defaults(run=run)
+    add_optimisation_args(p, run)
 
 
 def run(args: argparse.Namespace) -> int:
-    with speed_from_args(args):
-        return _run(args)
-
-
-def _run(args: argparse.Namespace) -> int:
     check_positive("--octaves", args.octaves)
     check_positive("--steps", args.steps)
     check_positive("--step-size", args.step_size)

@@ -13,8 +13,7 @@ from ..inversion import invert
 from ..layers import resolve_layer
 from ..plots import image_grid, plot_curves
 from .attack import check_positive, progress_enabled
-from .common import (add_model_args, add_output_args, add_speed_args, emit, load_inputs, load_model, number,
-                     prepare_out, speed_from_args, write_json)
+from .common import add_optimisation_args, emit, load_inputs, load_model, number, prepare_out, write_json
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -29,18 +28,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--schedule", choices=["cosine", "constant"], default="cosine",
                    help="learning-rate schedule (default cosine: decays to 0 at the last step)")
     p.add_argument("--tv", type=number, default=0.0, help="total-variation weight (default 0: none)")
-    add_model_args(p)
-    add_speed_args(p)
-    add_output_args(p)
-    p.set_defaults(run=run)
+    add_optimisation_args(p, run)
 
 
 def run(args: argparse.Namespace) -> int:
-    with speed_from_args(args):
-        return _run(args)
-
-
-def _run(args: argparse.Namespace) -> int:
     check_positive("--steps", args.steps)
     check_positive("--lr", args.lr)
     check_positive("--tv", args.tv, allow_zero=True)

@@ -14,8 +14,7 @@ from ..param import PARAMS
 from ..plots import plot_curves
 from ..visualize import check_objective, visualize
 from .attack import check_positive, progress_enabled
-from .common import (add_model_args, add_output_args, add_speed_args, emit, load_model, number, prepare_out,
-                     speed_from_args, write_json)
+from .common import add_optimisation_args, emit, load_model, number, prepare_out, write_json
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -30,18 +29,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--lr", type=number, default=0.05, help="Adam learning rate (default 0.05)")
     p.add_argument("--size", type=int, default=None, help="image size (default: the model's input size)")
     p.add_argument("--batch", type=int, default=1, help="images from different random starts (default 1)")
-    add_model_args(p)
-    add_speed_args(p)
-    add_output_args(p)
-    p.set_defaults(run=run)
+    add_optimisation_args(p, run)
 
 
 def run(args: argparse.Namespace) -> int:
-    with speed_from_args(args):
-        return _run(args)
-
-
-def _run(args: argparse.Namespace) -> int:
     check_positive("--steps", args.steps)
     check_positive("--lr", args.lr)
     check_positive("--batch", args.batch)
