@@ -70,12 +70,13 @@ def timed(fn: Callable[[], Any], *, sync: bool = False) -> tuple[float, Any]:
 
 
 def interleaved(cases: dict[str, Callable[[], Any]], *, repeats: int, warmup: int = 1,
-                between: Callable[[str], None] | None = None, log: Callable[[str], None] | None = None
-                ) -> tuple[dict[str, list[float]], dict[str, Any]]:
+                between: Callable[[str], None] | None = None, log: Callable[[str], None] | None = None,
+                sync: bool = False) -> tuple[dict[str, list[float]], dict[str, Any]]:
     """Run every case ``warmup`` times untimed, then ``repeats`` timed rounds with a rotating order.
 
     Returns (seconds per case: one entry per repeat, the last result of each case). ``between(name)`` runs
-    before each call (e.g. a check that the shared model is unchanged); ``log`` gets a line per timed call."""
+    before each call (e.g. a check that the shared model is unchanged); ``log`` gets a line per timed call;
+    ``sync`` waits for queued CUDA work around each timed call."""
     names = list(cases)
     results: dict[str, Any] = {}
     for _ in range(warmup):
@@ -89,7 +90,7 @@ def interleaved(cases: dict[str, Callable[[], Any]], *, repeats: int, warmup: in
         for n in order:
             if between:
                 between(n)
-            t, results[n] = timed(cases[n])
+            t, results[n] = timed(cases[n], sync=sync)
             times[n].append(t)
             if log:
                 log(f"  repeat {r + 1}/{repeats} {n}: {t:.2f} s")

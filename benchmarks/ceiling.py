@@ -43,12 +43,13 @@ CONFIGS = {"fp32": (False, None, False), "fp32 channels-last": (True, None, Fals
            "bf16 channels-last folded": (True, torch.bfloat16, True)}
 
 
-def matmul_rate(dtype: torch.dtype, n: int, calls: int = 3) -> float:
+def matmul_rate(dtype: torch.dtype, n: int, calls: int = 3, device: str = "cpu") -> float:
     """Best FLOP/s of an n×n @ n×n matmul in ``dtype`` over ``calls`` calls (after one warm-up)."""
-    a = torch.randn(n, n).to(dtype)
-    b = torch.randn(n, n).to(dtype)
+    a = torch.randn(n, n, device=device).to(dtype)
+    b = torch.randn(n, n, device=device).to(dtype)
     a @ b
-    best = min(timed(lambda: a @ b)[0] for _ in range(calls))
+    sync = a.device.type == "cuda"
+    best = min(timed(lambda: a @ b, sync=sync)[0] for _ in range(calls))
     return 2 * n ** 3 / best
 
 
@@ -80,6 +81,7 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--matmul-size", type=int, default=2048)
     ap.add_argument("--threads", type=int, default=None, help="intra-op threads (default: cores)")
+    ap.add_argument("--device", default="cpu", help="cpu (default) or cuda")
     ap.add_argument("--quick", action="store_true", help="batch sizes 1 and 8, 2 rounds")
     ap.add_argument("--json", action="store_true", help="print one JSON object on stdout (tables go to stderr)")
     ap.add_argument("--json-out", default=None)
@@ -89,8 +91,9 @@ def main() -> None:
     quiet = args.json
     set_threads(args.threads)
     t0 = time.perf_counter()
-    result = {"benchmark": "ceiling", "machine": machine(), "matmul_size": args.matmul_size, "rounds": args.rounds,
-              "models": {}}
+    result = {"benchmark": "ceiling", "machine": machine(), "device": args.device, "matmul_size": args.matmul_size,
+              "rounds": args.rounds, "models": {}}
+    dev, sync = torch.device(args.device), torch.device(args.device).type == "cuda"
     ceilings: dict[str, list[float]] = {"fp32": [], "bf16": []}
 
     for name in args.models:
@@ -103,7 +106,8 @@ def main() -> None:
             per = flops["forward_backward_input"]
             rates: dict[tuple[str, int], list[float]] = {}
             fractions: dict[tuple[str, int], list[float]] = {}
-            probe = torch.rand(1, 3, size, size)
+            model.to(dev)
+            probe = torch.rand(1, 3, size, size, device=dev)
             nets = {cfg: prepared(model, probe, channels_last=CONFIGS[cfg][0]) if CONFIGS[cfg][2] else model
                     for cfg in args.configs}
             for cfg in args.configs:  # warm up every shape once (oneDNN builds its kernels on first use)
@@ -111,22 +115,22 @@ def main() -> None:
                 fmt = torch.channels_last if cl else torch.contiguous_format
                 with channels_last_model(nets[cfg], cl):
                     for b in args.batch_sizes:
-                        step(nets[cfg], torch.rand(b, 3, size, size), dtype, fmt)
+                        step(nets[cfg], torch.rand(b, 3, size, size, device=dev), dtype, fmt)
             for r in range(args.rounds):
-                ceil = {"fp32": matmul_rate(torch.float32, args.matmul_size),
-                        "bf16": matmul_rate(torch.bfloat16, args.matmul_size)}
+                ceil = {"fp32": matmul_rate(torch.float32, args.matmul_size, device=args.device),
+                        "bf16": matmul_rate(torch.bfloat16, args.matmul_size, device=args.device)}
                 for k, v in ceil.items():
                     ceilings[k].append(v)
                 say(f"  round {r + 1}: matmul fp32 {ceil['fp32'] / 1e9:.1f}, bf16 {ceil['bf16'] / 1e9:.1f} GFLOP/s",
                     quiet=quiet)
                 order = args.configs[r % len(args.configs):] + args.configs[:r % len(args.configs)]
                 for b in args.batch_sizes:
-                    x = torch.rand(b, 3, size, size)
+                    x = torch.rand(b, 3, size, size, device=dev)
                     for cfg in order:
                         cl, dtype, _ = CONFIGS[cfg]
                         fmt = torch.channels_last if cl else torch.contiguous_format
                         with channels_last_model(nets[cfg], cl):
-                            t, _ = timed(lambda: step(nets[cfg], x, dtype, fmt))
+                            t, _ = timed(lambda: step(nets[cfg], x, dtype, fmt), sync=sync)
                         rate = per * b / t
                         rates.setdefault((cfg, b), []).append(rate)
                         fractions.setdefault((cfg, b), []).append(rate / ceil["bf16" if dtype else "fp32"])

@@ -146,7 +146,7 @@ def run_cell(model, x, classes, *, mode: str, steps: int, repeats: int, warmup: 
             raise RuntimeError("the shared model's memory format or grad flags changed between runs")
 
     times, outs = interleaved(cases, repeats=repeats, warmup=warmup, between=unchanged,
-                              log=lambda s: say(s, quiet=quiet))
+                              log=lambda s: say(s, quiet=quiet), sync=x.device.type == "cuda")
     unchanged("end")
     work = x.shape[0] * steps
     libs = {}
@@ -178,6 +178,7 @@ def main() -> None:
     ap.add_argument("--warmup", type=int, default=0, help="untimed rounds first (default 0)")
     ap.add_argument("--peers", nargs="*", default=list(PEERS), choices=PEERS)
     ap.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: cores)")
+    ap.add_argument("--device", default="cpu", help="cpu (default) or cuda")
     ap.add_argument("--ablation", action="store_true",
                     help="also time robustlens with each speed setting off, and torchattacks on a channels-last model")
     ap.add_argument("--quick", action="store_true", help="2 images, 6 steps, 3 repeats (a few minutes)")
@@ -199,7 +200,7 @@ def main() -> None:
 
     t_start = time.perf_counter()
     result = {"benchmark": "pgd_vs_peers", "machine": machine(),
-              "settings": {"images": args.images, "steps": args.steps, "repeats": args.repeats,
+              "settings": {"device": args.device, "images": args.images, "steps": args.steps, "repeats": args.repeats,
                            "warmup": args.warmup, "random_start": False, "loss": "cross-entropy",
                            "eps_255": {m: MODES[m] * 255 for m in args.modes}, "step_size": "2.5*eps/steps",
                            "untargeted_labels": "the model's clean top-1", "quick": args.quick,
@@ -208,8 +209,8 @@ def main() -> None:
     for name in args.models:
         # eval() on the wrapper too: torchattacks puts a model whose top module is in training mode back into
         # .train() (all of it, BatchNorm included) after each attack
-        model = create_model(name, MODELS.get(name)).eval()
-        x, _, targets = load_images(model, args.images)
+        model = create_model(name, MODELS.get(name)).eval().to(args.device)
+        x, _, targets = (t.to(args.device) for t in load_images(model, args.images))
         with torch.no_grad():
             clean = model(x).argmax(1)
         for mode in args.modes:
