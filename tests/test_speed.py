@@ -246,4 +246,31 @@ def test_reduced_precision_success_is_a_float32_verdict():
                        step_size=1 / 255, early_stop=early_stop, success_fn=class_success(targets, targeted=True),
                        precision="bf16", progress=False, history=False)
         with torch.no_grad():
-            assert torch.equal(res.success, model(res.x).argmax(1) == targets)
+            fp32 = model(res.x).argmax(1) == targets
+        if early_stop:  # every success was confirmed in float32 when it happened
+            assert bool(res.success.any()) and bool(fp32[res.success].all())
+        else:  # the final float32 pass and re-check make every flag a float32 verdict
+            assert torch.equal(res.success, fp32)
+
+
+def test_bf16_early_stop_spends_no_float32_pass_on_examples_that_never_succeed():
+    """With early stop only autocast successes are re-run in float32; without it the last iterate is
+    evaluated in float32 (one forward pass at float32 cost)."""
+    from robustlens.attacks import class_objective, class_success
+    from robustlens.engine import optimize
+    from robustlens.threat import Linf
+
+    model = _with_stats(Named("resnet_tiny", seed=3, classes=10), seed=3)
+    autocast_on = []
+    model.net[0].register_forward_pre_hook(lambda m, inp: autocast_on.append(torch.is_autocast_enabled("cpu")))
+    x = torch.rand(4, 3, 10, 10, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        targets = model(x).argmin(1)  # the least likely class: out of reach at ε = 0.1/255
+    for early_stop in (True, False):
+        autocast_on.clear()
+        with speed.use(speed.Speed(precision="bf16", fold_bn=False)):  # hooks do not run in the folded copy
+            res = optimize(model, x, class_objective("ce", targets, targeted=True), threat=Linf(0.1 / 255), steps=3,
+                           step_size=0.05 / 255, early_stop=early_stop, success_fn=class_success(targets, targeted=True),
+                           progress=False, history=False)
+        assert not bool(res.success.any()) and len(autocast_on) >= 4
+        assert all(autocast_on) if early_stop else not autocast_on[-1]

@@ -150,9 +150,11 @@ def optimize(
       (``"fp32"``, ``"bf16"``, ``"auto"``); None takes the settings in force (``speed.use``; defaults:
       channels-last for conv nets, bf16 autocast only where measured safe). For logits-only objectives an
       eval-mode model runs as a private copy with BatchNorm folded into the convolutions (``fold_bn``). The
-      model's memory format is restored afterwards. With autocast, a success stops an example (early stop)
-      only once float32 confirms it, the final iterate is evaluated in float32, and every best iterate that
-      only an autocast pass judged is re-checked in float32, so ``loss`` and ``success`` are float32 decisions.
+      model's memory format is restored afterwards. With autocast and early stop, every autocast success
+      (the final iterate's too) is confirmed in float32 before it counts, so each ``success`` is a float32
+      decision (an example never confirmed keeps the autocast loss of its best iterate). With autocast and
+      no early stop, the final iterate is evaluated in float32 and every best iterate only an autocast pass
+      judged is re-checked in float32, so ``loss`` and ``success`` are float32 decisions.
 
     There are ``steps`` gradient steps per restart and ``steps + 1`` evaluated iterates (the last one is
     evaluated under ``torch.inference_mode``).
@@ -183,6 +185,9 @@ def optimize(
     cl = speed.use_channels_last(model, x0, settings.channels_last)
     fmt = torch.channels_last if cl else torch.contiguous_format
     amp = speed.autocast_dtype(model, settings.precision, device)
+    # with early stop every autocast success is confirmed in float32 as it happens (the last iterate's too),
+    # which makes a float32 pass over the final iterate and a float32 re-check of best iterates unnecessary
+    confirm_each = amp is not None and early_stop
 
     best_x = x0.clone()
     best_loss = torch.full((n,), float("inf"), device=device)
@@ -238,11 +243,13 @@ def optimize(
                 judged = None  # rows judged in float32 (None: all of them when amp is None or last)
                 if last:
                     with torch.inference_mode():
-                        out, loss, _ = forward(z, active, None)
+                        out, loss, xin = forward(z, active, amp if confirm_each else None)
                         loss = loss.detach().clone()
                         img = out.x.clone()
                         succ = _success(success_fn, out, loss)
                         report = _reports(objective, out) if history else {}
+                    if confirm_each and bool(succ.any()):
+                        succ, loss, judged = confirm(out, xin, succ, loss)
                     grad = None
                 else:
                     z.requires_grad_(True)
@@ -254,7 +261,7 @@ def optimize(
                         img = out.x.detach()
                         succ = _success(success_fn, out, loss)
                         report = _reports(objective, out) if history else {}
-                    if amp is not None and early_stop and bool(succ.any()):
+                    if confirm_each and bool(succ.any()):
                         succ, loss, judged = confirm(out, xin, succ, loss)  # only float32 stops an example
                 with torch.no_grad():
                     b_loss, b_succ = best_loss[active], best_succ[active]
@@ -264,7 +271,8 @@ def optimize(
                                                  best_x[active])
                     best_loss[active] = torch.where(better, loss.float(), b_loss)
                     best_succ[active] = succ | b_succ
-                    in_fp32 = judged if judged is not None else torch.full_like(better, amp is None or last)
+                    in_fp32 = judged if judged is not None else torch.full_like(
+                        better, amp is None or (last and not confirm_each))
                     best_fp32[active] = torch.where(better, in_fp32, best_fp32[active])
                     if history:
                         hist.append({"restart": r, "step": t, "loss": float(loss.float().mean()),
@@ -294,7 +302,7 @@ def optimize(
                     if progress:
                         bar.set_postfix(loss=f"{float(best_loss.mean()):.4g}",
                                         success=f"{float(best_succ.float().mean()):.2f}")
-        if amp is not None and transforms is None and not bool(best_fp32.all()):
+        if amp is not None and not confirm_each and transforms is None and not bool(best_fp32.all()):
             _recheck_float32(forward, best_x, best_loss, best_succ, success_fn, param, ~best_fp32)
     bar.close()
     return OptimizeResult(x=best_x, loss=best_loss, success=best_succ, history=hist, steps_run=steps_run,
