@@ -39,7 +39,8 @@ from robustlens.zoo import create_model  # noqa: E402
 MODELS = {"resnet50": "none", "efficientnet_lite0": None}
 # name -> (channels_last, autocast dtype, BatchNorm folded (robustlens.speed.prepared))
 CONFIGS = {"fp32": (False, None, False), "fp32 channels-last": (True, None, False),
-           "fp32 channels-last folded": (True, None, True), "bf16 channels-last": (True, torch.bfloat16, False),
+           "fp32 channels-last folded": (True, None, True), "bf16": (False, torch.bfloat16, False),
+           "bf16 channels-last": (True, torch.bfloat16, False),
            "bf16 channels-last folded": (True, torch.bfloat16, True)}
 
 

@@ -197,3 +197,31 @@ def test_explicit_channels_last_and_precision_arguments():
     assert torch.allclose(a.loss, b.loss, atol=1e-4)
     with pytest.raises(ValueError, match="precision"):
         optimize(model, x, LogProb(torch.tensor([1, 2])), precision="fp8", **kw)
+
+
+def test_early_stop_carrying_stopped_rows_gives_the_same_result(monkeypatch):
+    """On a GPU stopped examples stay in the batch, frozen, until it has halved (new batch sizes cost cuDNN
+    new plans); on the CPU they leave at once. Both give the same iterates, flags and counts."""
+    import robustlens.engine as engine
+    from robustlens.attacks import class_objective, class_success
+    from robustlens.threat import Linf
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.ReLU(), torch.nn.Flatten(),
+                                torch.nn.Linear(4 * 6 * 6, 5)).double()
+    x = torch.rand(12, 3, 8, 8, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    targets = torch.arange(12) % 5
+
+    def run():
+        return engine.optimize(model, x, class_objective("ce", targets, targeted=True), threat=Linf(0.02), steps=15,
+                               step_size=0.003, early_stop=True, success_fn=class_success(targets, targeted=True),
+                               progress=False)
+
+    at_once = run()
+    monkeypatch.setattr(engine, "COMPACT_BELOW", {})  # the GPU rule, on the CPU
+    carried = run()
+    assert 0 < int(at_once.success.sum()) < 12  # some stop early, some run to the end
+    assert torch.equal(at_once.success, carried.success)
+    assert torch.allclose(at_once.x, carried.x, atol=1e-12) and torch.allclose(at_once.loss, carried.loss)
+    assert at_once.example_steps == carried.example_steps
+    assert [h["active"] for h in at_once.history] == [h["active"] for h in carried.history]

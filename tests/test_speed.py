@@ -81,6 +81,8 @@ def test_channels_last_auto_needs_conv_and_images():
     assert speed.use_channels_last(conv, torch.rand(1, 3, 64, 80), "auto")
     assert not speed.use_channels_last(conv, torch.rand(1, 1, 28, 28), "auto")  # measured slower on MNIST
     assert not speed.use_channels_last(mlp, torch.rand(1, 3, 64, 64), "auto")
+    assert not speed.use_channels_last(conv, torch.empty(1, 3, 224, 224, device="meta"), "auto")  # CPU only
+    assert speed.use_channels_last(conv, torch.empty(1, 3, 224, 224, device="meta"), True)
     assert speed.use_channels_last(conv, torch.rand(1, 3, 2, 2), True)
     assert not speed.use_channels_last(conv, torch.rand(1, 12), True)
     assert not speed.use_channels_last(conv, torch.rand(1, 3, 2, 2), False)

@@ -105,6 +105,10 @@ def _start(start, threat: ThreatModel, x0: torch.Tensor, gen: torch.Generator, r
     raise ValueError(f"start must be 'x0', 'random' or a tensor, got {start!r}")
 
 
+# early stop: drop the stopped examples from the batch once at most this fraction of it is still running
+COMPACT_BELOW = {"cpu": 1.0}  # other devices: 0.5
+
+
 def optimize(
     model: nn.Module,
     x0: torch.Tensor,
@@ -188,6 +192,9 @@ def optimize(
     # with early stop every autocast success is confirmed in float32 as it happens (the last iterate's too),
     # which makes a float32 pass over the final iterate and a float32 re-check of best iterates unnecessary
     confirm_each = amp is not None and early_stop
+    # early stop drops stopped examples from the batch at once on CPU; on a GPU only once the batch has
+    # halved (they are carried, frozen, until then): each new batch size costs cuDNN new execution plans
+    compact_below = COMPACT_BELOW.get(device.type, 0.5)
 
     best_x = x0.clone()
     best_loss = torch.full((n,), float("inf"), device=device)
@@ -238,6 +245,7 @@ def optimize(
             x = _start(start, threat, x0, gen, r)[active]
             z = param.init(x).detach() if param is not None else x
             adam = _Adam(z) if step_rule == "adam" else None
+            done = torch.zeros(len(active), dtype=torch.bool, device=device)  # stopped, still in the batch
             for t in range(steps + 1):
                 last = t == steps
                 judged = None  # rows judged in float32 (None: all of them when amp is None or last)
@@ -248,8 +256,8 @@ def optimize(
                         img = out.x.clone()
                         succ = _success(success_fn, out, loss)
                         report = _reports(objective, out) if history else {}
-                    if confirm_each and bool(succ.any()):
-                        succ, loss, judged = confirm(out, xin, succ, loss)
+                    if confirm_each and bool((succ & ~done).any()):
+                        succ, loss, judged = confirm(out, xin, succ & ~done, loss)
                     grad = None
                 else:
                     z.requires_grad_(True)
@@ -261,43 +269,47 @@ def optimize(
                         img = out.x.detach()
                         succ = _success(success_fn, out, loss)
                         report = _reports(objective, out) if history else {}
-                    if confirm_each and bool(succ.any()):
-                        succ, loss, judged = confirm(out, xin, succ, loss)  # only float32 stops an example
+                    if confirm_each and bool((succ & ~done).any()):  # only float32 stops an example
+                        succ, loss, judged = confirm(out, xin, succ & ~done, loss)
                 with torch.no_grad():
                     b_loss, b_succ = best_loss[active], best_succ[active]
-                    better = (succ & ~b_succ) | ((succ == b_succ) & (loss < b_loss))
+                    better = ((succ & ~b_succ) | ((succ == b_succ) & (loss < b_loss))) & ~done
                     # masked writes by index: no host sync (cheap next to a forward/backward pass)
                     best_x[active] = torch.where(better.view(-1, *[1] * (img.dim() - 1)), img.to(best_x.dtype),
                                                  best_x[active])
                     best_loss[active] = torch.where(better, loss.float(), b_loss)
-                    best_succ[active] = succ | b_succ
+                    best_succ[active] = (succ & ~done) | b_succ
                     in_fp32 = judged if judged is not None else torch.full_like(
                         better, amp is None or (last and not confirm_each))
                     best_fp32[active] = torch.where(better, in_fp32, best_fp32[active])
                     if history:
                         hist.append({"restart": r, "step": t, "loss": float(loss.float().mean()),
                                      "best_loss": float(best_loss.mean()), "success": float(best_succ.float().mean()),
-                                     "active": int(len(active)),
+                                     "active": int(len(active)) - int(done.sum()),
                                      **{k: float(v.float().mean()) for k, v in report.items()}})
                     if last:
                         break
-                    if early_stop and bool(succ.any()):
-                        keep = ~succ
-                        active, z, grad, x0a = active[keep], z[keep], grad[keep], x0a[keep]
-                        if adam is not None:
-                            adam.keep(keep)
-                        if len(active) == 0:
+                    if early_stop and bool((succ & ~done).any()):
+                        done = done | succ
+                        running = int((~done).sum())
+                        if running == 0:
                             bar.update(steps - t)
                             break
+                        if running <= compact_below * len(active):  # drop the stopped rows from the batch
+                            keep = ~done
+                            active, z, grad, x0a, done = active[keep], z[keep], grad[keep], x0a[keep], done[keep]
+                            if adam is not None:
+                                adam.keep(keep)
                     d = adam.direction(grad) if adam is not None else threat.ascent_direction(grad, z)
                     size = lr if adam is not None else step_size
                     if schedule == "cosine":
                         size *= 0.5 * (1 + math.cos(math.pi * t / steps))
-                    z = z - size * d
+                    z_next = z - size * d
                     if param is None:
-                        z = threat.project(z, x0a)
+                        z_next = threat.project(z_next, x0a)
+                    z = torch.where(done.view(-1, *[1] * (z.dim() - 1)), z, z_next) if bool(done.any()) else z_next
                     steps_run += 1
-                    example_steps += len(active)
+                    example_steps += len(active) - int(done.sum())
                     bar.update(1)
                     if progress:
                         bar.set_postfix(loss=f"{float(best_loss.mean()):.4g}",
