@@ -137,6 +137,9 @@ def test_targeted_attack_in_the_app(app_url, browser):
     assert before == "Pembroke"
     assert top1 == "tiger cat", page.locator("#attack-summary").inner_text()
     assert page.locator("#adversarial img").count() == 1 and page.locator("#perturbation img").count() == 1
+    # the <img> element appears before its picture is decoded: wait for the load, then check the size
+    page.wait_for_function("() => { const i = document.querySelector('#adversarial img');"
+                           " return i !== null && i.complete && i.naturalWidth > 0; }", timeout=30_000)
     assert page.evaluate("() => document.querySelector('#adversarial img').naturalWidth") == 224
     assert "Success" in page.locator("#attack-summary").inner_text()
     page.screenshot(path=str(_artifacts() / "app.png"), full_page=True)
