@@ -28,6 +28,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _shared import SHARED, require  # noqa: E402
+import pgd_vs_torchattacks  # noqa: E402  (the same torchattacks call as the NIPS-17 cross-check)
 
 import torch  # noqa: E402
 
@@ -47,10 +48,8 @@ def run_robustlens(model, x, y, random_start: bool, seed: int) -> torch.Tensor:
 
 
 def run_torchattacks(model, x, y, random_start: bool, seed: int) -> torch.Tensor:
-    import torchattacks
-
-    torch.manual_seed(seed)
-    return torchattacks.PGD(model, eps=EPS, alpha=ALPHA, steps=STEPS, random_start=random_start)(x, y)
+    return pgd_vs_torchattacks.run_torchattacks(model, x, y, targeted=False, eps=EPS, alpha=ALPHA, steps=STEPS,
+                                                seed=seed, random_start=random_start)
 
 
 def main() -> int:
