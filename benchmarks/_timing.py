@@ -31,7 +31,7 @@ import torch  # noqa: E402
 
 def set_threads(threads: int | None, interop: int | None = None) -> int:
     """Intra-op threads (default: the machine's cores) and, if given, inter-op threads; returns the intra count."""
-    from robustlens.speed import set_threads as _set
+    from robustlens.optim.speed import set_threads as _set
 
     return _set(threads, interop)
 

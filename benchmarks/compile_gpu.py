@@ -23,9 +23,9 @@ from _timing import interleaved, machine, median, say, table, timed, write_json 
 import torch  # noqa: E402
 from pgd_vs_peers import load_images  # noqa: E402
 
-from robustlens import speed  # noqa: E402
-from robustlens.attacks import pgd  # noqa: E402
-from robustlens.zoo import create_model  # noqa: E402
+from robustlens.optim import speed  # noqa: E402
+from robustlens.recipes.attacks import pgd  # noqa: E402
+from robustlens.models import create_model  # noqa: E402
 
 
 def main() -> None:

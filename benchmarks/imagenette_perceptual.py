@@ -22,10 +22,10 @@ import torch
 
 from _shared import SHARED, require
 
-from robustlens.attacks import attack
-from robustlens.datasets import open_dataset
-from robustlens.evaluate import evaluate_robustness
-from robustlens.zoo import create_model
+from robustlens.recipes.attacks import attack
+from robustlens.robust.datasets import open_dataset
+from robustlens.robust.evaluate import evaluate_robustness
+from robustlens.models import create_model
 
 
 def main() -> int:

@@ -32,9 +32,9 @@ import pgd_vs_torchattacks  # noqa: E402  (the same torchattacks call as the NIP
 
 import torch  # noqa: E402
 
-from robustlens.attacks import pgd  # noqa: E402
-from robustlens.datasets import load_mnist  # noqa: E402
-from robustlens.zoo import create_model  # noqa: E402
+from robustlens.recipes.attacks import pgd  # noqa: E402
+from robustlens.robust.datasets import load_mnist  # noqa: E402
+from robustlens.models import create_model  # noqa: E402
 
 EPS, ALPHA, STEPS = 0.3, 0.01, 40
 # advertorch's printed figures for these two files (full test set, no random start): robust = 1 - success rate

@@ -1,4 +1,4 @@
-"""Attack success on the 1000 NIPS-17 images with `robustlens.attacks.attack` (8-bit quantised results).
+"""Attack success on the 1000 NIPS-17 images with `robustlens.recipes.attacks.attack` (8-bit quantised results).
 
 - targeted: each image's standard TargetClass, L∞ ε = 16/255, 10 steps; success = top-1 is the target;
 - untargeted: L∞ ε = 4/255, 10 steps, away from TrueLabel; success = top-1 is not the true label (reported
@@ -24,10 +24,10 @@ from tqdm import tqdm
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _shared import nips17_rows  # noqa: E402
 
-from robustlens.attacks import attack  # noqa: E402
+from robustlens.recipes.attacks import attack  # noqa: E402
 from robustlens.images import load_pil  # noqa: E402
-from robustlens.preprocess import preprocess  # noqa: E402
-from robustlens.zoo import create_model  # noqa: E402
+from robustlens.models.preprocess import preprocess  # noqa: E402
+from robustlens.models import create_model  # noqa: E402
 
 SETTINGS = {"targeted": {"eps": 16 / 255, "steps": 10}, "untargeted": {"eps": 4 / 255, "steps": 10}}
 

@@ -7,7 +7,7 @@ random start, cross-entropy loss (targeted: minimise CE of the target; untargete
 label). Untargeted labels are the model's clean top-1 (so every image starts correctly classified);
 targets are the csv's ``TargetClass``.
 
-- robustlens: ``robustlens.attacks.pgd`` with its default speed settings and early stop (an example stops
+- robustlens: ``robustlens.recipes.attacks.pgd`` with its default speed settings and early stop (an example stops
   at its first success) — and again without early stop, to show where the gain comes from;
 - torchattacks: ``PGD(model, eps, alpha, steps, random_start=False)``, targeted via
   ``set_mode_targeted_by_label``;
@@ -44,11 +44,11 @@ from _timing import interleaved, machine, median, say, set_threads, table, write
 import torch  # noqa: E402
 from _shared import nips17_rows  # noqa: E402
 
-from robustlens import speed  # noqa: E402
-from robustlens.attacks import pgd  # noqa: E402
+from robustlens.optim import speed  # noqa: E402
+from robustlens.recipes.attacks import pgd  # noqa: E402
 from robustlens.images import load_pil  # noqa: E402
-from robustlens.preprocess import preprocess  # noqa: E402
-from robustlens.zoo import create_model  # noqa: E402
+from robustlens.models.preprocess import preprocess  # noqa: E402
+from robustlens.models import create_model  # noqa: E402
 
 MODES = {"targeted": 16 / 255, "untargeted": 4 / 255}  # ε per mode, as in benchmarks/nips17_attack.py
 MODELS = {"efficientnet_lite0": None, "resnet50": "none"}  # name -> weights (None: the model's default)

@@ -1,4 +1,4 @@
-"""Cross-check: our `robustlens.attacks.pgd` against torchattacks' PGD under identical settings.
+"""Cross-check: our `robustlens.recipes.attacks.pgd` against torchattacks' PGD under identical settings.
 
 Same model (channels-last, eval mode), same NIPS-17 images, same L∞ ε, steps, step size and random start
 (uniform in the ε-ball; each seed is one random start per image for each library): untargeted from TrueLabel
@@ -24,10 +24,10 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _shared import nips17_rows  # noqa: E402
 
-from robustlens.attacks import pgd  # noqa: E402
+from robustlens.recipes.attacks import pgd  # noqa: E402
 from robustlens.images import load_pil  # noqa: E402
-from robustlens.preprocess import preprocess  # noqa: E402
-from robustlens.zoo import create_model  # noqa: E402
+from robustlens.models.preprocess import preprocess  # noqa: E402
+from robustlens.models import create_model  # noqa: E402
 
 # (mode, eps in 1/255): small radii so that neither attack saturates at 100%
 SETTINGS = [("untargeted", 0.5), ("untargeted", 1.0), ("targeted", 2.0), ("targeted", 4.0)]

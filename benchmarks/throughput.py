@@ -2,20 +2,20 @@
 
 - inversion (``robustlens.invert``): EfficientNet-Lite0, the Corgi photo, several layers in one batch;
   iterations per second (an iteration = one Adam step of the whole batch) and layer-iterations per second;
-- DeepDream (``robustlens.dream``): EfficientNet-Lite0, the Corgi photo, one layer, two octaves;
+- DeepDream (``robustlens.recipes.dream``): EfficientNet-Lite0, the Corgi photo, one layer, two octaves;
   iterations per second;
-- robust evaluation (``robustlens.evaluate.evaluate_robustness``): the adversarially trained MNIST LeNet-5,
+- robust evaluation (``robustlens.robust.evaluate.evaluate_robustness``): the adversarially trained MNIST LeNet-5,
   PGD-40 L∞ ε=0.3, step 0.01, random start; images per second. Evaluation asks only "did any iterate
   succeed", so it could stop each example at its first success: the same PGD with and without early stop
-  (``robustlens.attacks.pgd``) is timed on the standard and the adversarially trained LeNet-5, with the
+  (``robustlens.recipes.attacks.pgd``) is timed on the standard and the adversarially trained LeNet-5, with the
   robust accuracy each gives (it must not change).
 
 - ``compile`` (only when asked: ``--tasks compile``; compiling takes minutes here): 5-step targeted PGD on
   EfficientNet-Lite0 with and without ``torch.compile``; the first compiled call (compilation included) and
   the median of later calls.
 
-Configurations: ``default`` (``robustlens.speed.FAST``: channels-last auto, precision auto) and ``plain``
-(``robustlens.speed.PLAIN``: channels-last off, fp32), interleaved, median of ``--repeats``.
+Configurations: ``default`` (``robustlens.optim.speed.FAST``: channels-last auto, precision auto) and ``plain``
+(``robustlens.optim.speed.PLAIN``: channels-last off, fp32), interleaved, median of ``--repeats``.
 
     python benchmarks/throughput.py [--quick] [--json] [--json-out FILE] [--tasks inversion dream evaluation]
 """
@@ -35,10 +35,10 @@ from _timing import interleaved, machine, median, say, set_threads, table, write
 import torch  # noqa: E402
 from _shared import SHARED, require  # noqa: E402
 
-from robustlens import speed  # noqa: E402
+from robustlens.optim import speed  # noqa: E402
 from robustlens.images import load_pil  # noqa: E402
-from robustlens.preprocess import preprocess  # noqa: E402
-from robustlens.zoo import create_model  # noqa: E402
+from robustlens.models.preprocess import preprocess  # noqa: E402
+from robustlens.models import create_model  # noqa: E402
 
 TASKS = ("inversion", "dream", "evaluation", "compile")
 DEFAULT_TASKS = ("inversion", "dream", "evaluation")
@@ -61,7 +61,7 @@ def _rows(task: str, times: dict, work: float, unit: str, extra: dict | None = N
 
 
 def bench_inversion(args, log) -> list[dict]:
-    from robustlens.inversion import invert
+    from robustlens.recipes.inversion import invert
 
     model = create_model().eval()
     x = preprocess(load_pil(require(SHARED / "data" / "images" / "corgi.jpg")), model.config)
@@ -78,7 +78,7 @@ def bench_inversion(args, log) -> list[dict]:
 
 
 def bench_dream(args, log) -> list[dict]:
-    from robustlens.dream import dream
+    from robustlens.recipes.dream import dream
 
     model = create_model().eval()
     x = preprocess(load_pil(require(SHARED / "data" / "images" / "corgi.jpg")), model.config)
@@ -93,9 +93,9 @@ def bench_dream(args, log) -> list[dict]:
 
 
 def bench_evaluation(args, log) -> list[dict]:
-    from robustlens.attacks import pgd
-    from robustlens.datasets import open_dataset
-    from robustlens.evaluate import evaluate_robustness
+    from robustlens.recipes.attacks import pgd
+    from robustlens.robust.datasets import open_dataset
+    from robustlens.robust.evaluate import evaluate_robustness
 
     mnist = require(SHARED / "data" / "mnist")
     models = {tag: create_model("mnist_lenet5", str(require(SHARED / "models" / f"advertorch_mnist_lenet5_{tag}.pt"))).eval()
@@ -139,7 +139,7 @@ def bench_compile(args, log) -> list[dict]:
     from _shared import nips17_rows
     from _timing import timed
 
-    from robustlens.attacks import pgd
+    from robustlens.recipes.attacks import pgd
 
     model = create_model().eval()
     rows = nips17_rows(limit=4)

@@ -22,8 +22,8 @@ train_one() {  # name, extra args...
   local name=$1; shift
   $rl train "${common[@]}" "$@" --out "$runs/$name"
   mkdir -p models
-  cp "$runs/$name/model.safetensors" "models/imagenette_resnet_$name.safetensors"
-  cp "$runs/$name/model.json" "models/imagenette_resnet_$name.json"
+  cp "$runs/$name/model.safetensors" "src/robustlens/models/weights/imagenette_resnet_$name.safetensors"
+  cp "$runs/$name/model.json" "src/robustlens/models/weights/imagenette_resnet_$name.json"
 }
 
 if [[ $which == standard || $which == both ]]; then

@@ -31,6 +31,6 @@ def corgi_path() -> Path:
 
 @pytest.fixture(scope="session")
 def default_model():
-    from robustlens.zoo import create_model
+    from robustlens.models import create_model
 
     return create_model()

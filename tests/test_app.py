@@ -9,7 +9,7 @@ from html.parser import HTMLParser
 
 import pytest
 
-from robustlens.cli import main
+from robustlens.cli.main import main
 from robustlens.errors import UserError
 
 pytestmark = pytest.mark.skipif(importlib.util.find_spec("gradio") is None,
@@ -17,7 +17,7 @@ pytestmark = pytest.mark.skipif(importlib.util.find_spec("gradio") is None,
 
 
 def test_choices_and_parsing(default_model):
-    from robustlens.app import class_choices, parse_choice, parse_eps
+    from robustlens.app.server import class_choices, parse_choice, parse_eps
 
     choices = class_choices(default_model)
     assert len(choices) == 1000 and choices[282] == "282 tiger cat" and choices[76] == "76 tarantula"
@@ -33,10 +33,10 @@ def test_choices_and_parsing(default_model):
 def test_attack_handler_matches_the_api(default_model):
     import torch
 
-    from robustlens.app import ModelBank, run_attack
-    from robustlens.attacks import attack
+    from robustlens.app.server import ModelBank, run_attack
+    from robustlens.recipes.attacks import attack
     from robustlens.images import example_image, pil_to_tensor
-    from robustlens.preprocess import preprocess
+    from robustlens.models.preprocess import preprocess
 
     bank = ModelBank()
     bank._cache["standard"] = default_model
@@ -75,7 +75,7 @@ class Refs(HTMLParser):
 
 @pytest.mark.slow
 def test_app_serves_an_offline_page_on_localhost(default_model):
-    from robustlens.app import ModelBank, launch
+    from robustlens.app.server import ModelBank, launch
 
     bank = ModelBank()
     bank._cache["standard"] = default_model
@@ -99,7 +99,7 @@ def test_app_command_checks_its_port(capsys):
 
 
 def test_inversion_and_dream_handlers(default_model):
-    from robustlens.app import ModelBank, run_dream, run_inversion
+    from robustlens.app.server import ModelBank, run_dream, run_inversion
     from robustlens.images import example_image
 
     bank = ModelBank()
@@ -115,7 +115,7 @@ def test_inversion_and_dream_handlers(default_model):
 
 
 def test_missing_robust_model_is_a_clear_error(tmp_path, monkeypatch):
-    from robustlens.app import ModelBank, run_attack
+    from robustlens.app.server import ModelBank, run_attack
     from robustlens.images import example_image
 
     monkeypatch.setenv("ROBUSTLENS_MODELS", str(tmp_path))

@@ -10,9 +10,9 @@ import pytest
 import torch
 from torch import nn
 
-from robustlens.attacks import attack, class_objective, default_step_size, pgd, quantize_in_ball
-from robustlens.objectives import CrossEntropy, CWMargin, LogProb
-from robustlens.threat import L2, Linf
+from robustlens.recipes.attacks import attack, class_objective, default_step_size, pgd, quantize_in_ball
+from robustlens.optim.objectives import CrossEntropy, CWMargin, LogProb
+from robustlens.optim.threat import L2, Linf
 
 SHARED = (Path(__file__).resolve().parents[1] / ".." / "shared").resolve()
 CORGI = SHARED / "data" / "images" / "corgi.jpg"
@@ -115,11 +115,11 @@ def test_corgi_targets_survive_png_round_trip(tmp_path):
     saved PNGs, read back and classified, still give the targets."""
     if not CORGI.exists():
         pytest.skip(f"needs {CORGI} (the shared data folder beside the repository)")
-    from robustlens.classify import classify
+    from robustlens.models.classify import classify
     from robustlens.images import load_image, save_image
     from robustlens.images import load_pil
-    from robustlens.preprocess import preprocess
-    from robustlens.zoo import create_model
+    from robustlens.models.preprocess import preprocess
+    from robustlens.models import create_model
 
     model = create_model()
     x = preprocess(load_pil(CORGI), model.config).unsqueeze(0)

@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from robustlens.cli import main
+from robustlens.cli.main import main
 
 
 def run(capsys, *argv):

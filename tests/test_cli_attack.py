@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from robustlens.cli import main
+from robustlens.cli.main import main
 
 SHARED = (Path(__file__).resolve().parents[1] / ".." / "shared").resolve()
 CORGI = SHARED / "data" / "images" / "corgi.jpg"

@@ -8,10 +8,10 @@ from types import SimpleNamespace
 import pytest
 from PIL import Image
 
-from robustlens.cli import main
-from robustlens.compare import check_same_target, compare_models, plot_comparison, target_for
+from robustlens.cli.main import main
+from robustlens.robust.compare import check_same_target, compare_models, plot_comparison, target_for
 from robustlens.errors import UserError
-from robustlens.zoo import create_model
+from robustlens.models import create_model
 
 
 @pytest.fixture(scope="module")

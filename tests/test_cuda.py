@@ -8,11 +8,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from robustlens.attacks import attack, pgd
-from robustlens.distributed import Context
-from robustlens.evaluate import evaluate_robustness
-from robustlens.training import TrainConfig, train
-from robustlens.zoo import create_model
+from robustlens.recipes.attacks import attack, pgd
+from robustlens.robust.distributed import Context
+from robustlens.robust.evaluate import evaluate_robustness
+from robustlens.robust.training import TrainConfig, train
+from robustlens.models import create_model
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 CUDA = torch.device("cuda")
@@ -25,7 +25,7 @@ def images(n: int, size: int, seed: int = 0) -> torch.Tensor:
 
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])
 def test_pgd_on_cuda_stays_in_the_ball_and_its_success_is_float32(precision):
-    from robustlens import speed
+    from robustlens.optim import speed
 
     model = create_model("resnet18", "none").to(CUDA)
     x = images(6, 96).to(CUDA)
@@ -55,7 +55,7 @@ def test_attack_on_cuda_reports_float32_success_after_rounding():
 
 def test_cpu_and_cuda_agree_in_float32_without_random_start():
     """Same model, images and settings: the attacks' success rates agree (cuDNN's TF32 turned off)."""
-    from robustlens import speed
+    from robustlens.optim import speed
 
     torch.backends.cudnn.allow_tf32 = False
     try:

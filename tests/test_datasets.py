@@ -11,12 +11,12 @@ import pytest
 import torch
 from PIL import Image
 
-from robustlens.datasets import (LabelSpace, load_mnist, make_loader, open_dataset, parse_data_spec, preload,
+from robustlens.robust.datasets import (LabelSpace, load_mnist, make_loader, open_dataset, parse_data_spec, preload,
                                  read_idx, spread_indices)
 from robustlens.errors import UserError
-from robustlens.labels import imagenet_classes
-from robustlens.smallnets import IMAGENETTE_WNIDS
-from robustlens.zoo import create_model
+from robustlens.models.labels import imagenet_classes
+from robustlens.models.small import IMAGENETTE_WNIDS
+from robustlens.models import create_model
 from tests.conftest import shared_path
 
 TENCH, SPRINGER = IMAGENETTE_WNIDS[0], IMAGENETTE_WNIDS[1]

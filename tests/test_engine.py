@@ -7,10 +7,10 @@ import pytest
 import torch
 from torch import nn
 
-from robustlens.attacks import class_objective, class_success
-from robustlens.engine import frozen, optimize
-from robustlens.objectives import FeatureDistance, LogProb, Outputs
-from robustlens.threat import L2, Linf, Unconstrained
+from robustlens.recipes.attacks import class_objective, class_success
+from robustlens.optim.engine import frozen, optimize
+from robustlens.optim.objectives import FeatureDistance, LogProb, Outputs
+from robustlens.optim.threat import L2, Linf, Unconstrained
 
 
 def tiny_model(seed: int = 0, classes: int = 5) -> nn.Module:
@@ -170,7 +170,7 @@ def bn_model() -> nn.Module:
 
 @pytest.mark.parametrize("settings", ["plain", "fast"])
 def test_speed_settings_keep_the_model_and_the_result(settings):
-    from robustlens import speed
+    from robustlens.optim import speed
 
     model = bn_model()
     weight_format = model[0].weight.is_contiguous()
@@ -202,9 +202,9 @@ def test_explicit_channels_last_and_precision_arguments():
 def test_early_stop_carrying_stopped_rows_gives_the_same_result(monkeypatch):
     """On a GPU stopped examples stay in the batch, frozen, until it has halved (new batch sizes cost cuDNN
     new plans); on the CPU they leave at once. Both give the same iterates, flags and counts."""
-    import robustlens.engine as engine
-    from robustlens.attacks import class_objective, class_success
-    from robustlens.threat import Linf
+    import robustlens.optim.engine as engine
+    from robustlens.recipes.attacks import class_objective, class_success
+    from robustlens.optim.threat import Linf
 
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.ReLU(), torch.nn.Flatten(),

@@ -10,12 +10,12 @@ import sys
 import pytest
 import torch
 
-from robustlens.cli import main
-from robustlens.datasets import LabelledImages
-from robustlens.distributed import Context
-from robustlens.evaluate import evaluate_robustness
-from robustlens.smallnets import MNIST_CONFIG
-from robustlens.zoo import create_model
+from robustlens.cli.main import main
+from robustlens.robust.datasets import LabelledImages
+from robustlens.robust.distributed import Context
+from robustlens.robust.evaluate import evaluate_robustness
+from robustlens.models.small import MNIST_CONFIG
+from robustlens.models import create_model
 from tests.conftest import shared_path
 
 

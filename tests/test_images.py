@@ -7,7 +7,7 @@ from PIL import Image
 
 from robustlens.errors import UserError
 from robustlens.images import load_image, load_pil, quantize, save_image, to_rgb
-from robustlens.preprocess import PreprocessConfig, center_crop, preprocess, resize_short_side
+from robustlens.models.preprocess import PreprocessConfig, center_crop, preprocess, resize_short_side
 
 
 def _write(img: Image.Image, path, **kw):

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from robustlens.errors import UserError
-from robustlens.inversion import feature_distances, invert
+from robustlens.recipes.inversion import feature_distances, invert
 
 SHARED = (Path(__file__).resolve().parents[1] / ".." / "shared").resolve()
 CORGI = SHARED / "data" / "images" / "corgi.jpg"
@@ -82,8 +82,8 @@ def test_default_model_three_layers_from_noise(tmp_path):
 
     from robustlens.images import load_pil
     from robustlens.plots import image_grid
-    from robustlens.preprocess import preprocess
-    from robustlens.zoo import create_model
+    from robustlens.models.preprocess import preprocess
+    from robustlens.models import create_model
 
     model = create_model().to(memory_format=torch.channels_last)
     x = preprocess(load_pil(CORGI), model.config)[None]

@@ -1,7 +1,7 @@
 import pytest
 
 from robustlens.errors import UserError
-from robustlens.labels import class_name, imagenet_classes, resolve_class
+from robustlens.models.labels import class_name, imagenet_classes, resolve_class
 from tests.conftest import shared_path
 
 

@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from robustlens.errors import UserError
-from robustlens.objectives import (Channel, CrossEntropy, CWMargin, FeatureDistance, LayerNorm, LogProb, Outputs,
+from robustlens.optim.objectives import (Channel, CrossEntropy, CWMargin, FeatureDistance, LayerNorm, LogProb, Outputs,
                                    PerRow, TotalVariation, as_objective, parse_channel)
 
 

@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 
 from robustlens import report as rp
-from robustlens.cli import main
+from robustlens.cli.main import main
 from robustlens.errors import UserError
 from robustlens.images import example_image
-from robustlens.report_html import equation_html, render
+from robustlens.report.html import equation_html, render
 
 
 class PageScan(HTMLParser):
@@ -103,7 +103,7 @@ def test_amplified_perturbation():
 
 def test_default_layers_known_and_generic(default_model):
     assert rp.default_layers(default_model) == ("_blocks.2", "_blocks.7", "_conv_head")
-    from robustlens.zoo import create_model
+    from robustlens.models import create_model
 
     net = create_model("imagenette_resnet", "none")
     assert rp.default_layers(net) == ("layer2", "layer3", "layer4")
@@ -177,7 +177,7 @@ def project_models(tmp_path, monkeypatch):
     """Random weights standing in for the trained Imagenette files, in a models folder of their own."""
     from safetensors.torch import save_file
 
-    from robustlens.zoo import create_model
+    from robustlens.models import create_model
 
     folder = tmp_path / "models"
     folder.mkdir()

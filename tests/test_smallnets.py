@@ -6,9 +6,9 @@ import pytest
 import torch
 
 from robustlens.errors import UserError
-from robustlens.layers import layer_names
-from robustlens.smallnets import IMAGENETTE_WNIDS
-from robustlens.zoo import create_model, list_models
+from robustlens.models.layers import layer_names
+from robustlens.models.small import IMAGENETTE_WNIDS
+from robustlens.models import create_model, list_models
 from tests.conftest import shared_path
 
 
@@ -41,7 +41,7 @@ def test_imagenette_label_space_and_layers():
                                         ("advertorch_mnist_lenet5_advtrained.pt", "mnist_lenet5"),
                                         ("trades_mnist_smallcnn.pt", "mnist_smallcnn")])
 def test_shared_mnist_checkpoints_classify_digits(file, model):
-    from robustlens.datasets import load_mnist
+    from robustlens.robust.datasets import load_mnist
 
     m = create_model(model, str(shared_path("models", file)))
     x, y = load_mnist(shared_path("data", "mnist"))
@@ -55,7 +55,7 @@ def test_project_models_need_their_weights_file(tmp_path, monkeypatch):
     with pytest.raises(UserError, match="ROBUSTLENS_MODELS"):
         create_model("imagenette_resnet_robust")
     net = create_model("imagenette_resnet", seed=5).net
-    from robustlens.checkpoints import save_weights
+    from robustlens.models.checkpoints import save_weights
 
     save_weights(net.state_dict(), tmp_path / "imagenette_resnet_robust.safetensors", {"model": "imagenette_resnet"})
     m = create_model("imagenette_resnet_robust")

@@ -1,4 +1,4 @@
-"""Speed settings (robustlens.speed) and the engine's fast paths: correct results, toggles that work.
+"""Speed settings (robustlens.optim.speed) and the engine's fast paths: correct results, toggles that work.
 
 No test here asserts a timing: speed is measured by the scripts under benchmarks/ (docs/performance.md)."""
 
@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from robustlens import speed
+from robustlens.optim import speed
 
 
 class Named(nn.Module):
@@ -183,7 +183,7 @@ SETTINGS = [speed.FAST, speed.PLAIN, speed.Speed(precision="bf16"), speed.Speed(
 
 @pytest.mark.parametrize("settings", SETTINGS, ids=lambda s: "-".join(f"{k}={v}" for k, v in s.to_dict().items()))
 def test_every_setting_gives_in_ball_results_and_restores_the_model(settings):
-    from robustlens.attacks import pgd
+    from robustlens.recipes.attacks import pgd
 
     model = _with_stats(Named("resnet_tiny"))
     x = torch.rand(4, 3, 10, 10, generator=torch.Generator().manual_seed(0))
@@ -200,8 +200,8 @@ def test_every_setting_gives_in_ball_results_and_restores_the_model(settings):
 
 
 def test_toggles_reach_the_model():
-    from robustlens.engine import optimize
-    from robustlens.objectives import LogProb
+    from robustlens.optim.engine import optimize
+    from robustlens.optim.objectives import LogProb
 
     model = _with_stats(Named("resnet_tiny"))
     seen = []
@@ -219,7 +219,7 @@ def test_toggles_reach_the_model():
 
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])
 def test_early_stop_never_lowers_success(precision):
-    from robustlens.attacks import pgd
+    from robustlens.recipes.attacks import pgd
 
     model = _with_stats(Named("resnet_tiny", seed=3, classes=10), seed=3)
     x = torch.rand(16, 3, 10, 10, generator=torch.Generator().manual_seed(1))
@@ -236,9 +236,9 @@ def test_early_stop_never_lowers_success(precision):
 
 
 def test_reduced_precision_success_is_a_float32_verdict():
-    from robustlens.attacks import class_objective, class_success
-    from robustlens.engine import optimize
-    from robustlens.threat import Linf
+    from robustlens.recipes.attacks import class_objective, class_success
+    from robustlens.optim.engine import optimize
+    from robustlens.optim.threat import Linf
 
     model = _with_stats(Named("resnet_tiny", seed=3, classes=10), seed=3)
     x = torch.rand(16, 3, 10, 10, generator=torch.Generator().manual_seed(1))
@@ -258,9 +258,9 @@ def test_reduced_precision_success_is_a_float32_verdict():
 def test_bf16_early_stop_spends_no_float32_pass_on_examples_that_never_succeed():
     """With early stop only autocast successes are re-run in float32; without it the last iterate is
     evaluated in float32 (one forward pass at float32 cost)."""
-    from robustlens.attacks import class_objective, class_success
-    from robustlens.engine import optimize
-    from robustlens.threat import Linf
+    from robustlens.recipes.attacks import class_objective, class_success
+    from robustlens.optim.engine import optimize
+    from robustlens.optim.threat import Linf
 
     model = _with_stats(Named("resnet_tiny", seed=3, classes=10), seed=3)
     autocast_on = []

@@ -1,10 +1,10 @@
 import pytest
 import torch
 
-from robustlens.classify import classify, output2prob
+from robustlens.models.classify import classify, output2prob
 from robustlens.errors import UserError
-from robustlens.layers import capture, get_activations, last_linear, layer_table, resolve_layer
-from robustlens.zoo import create_model, list_models
+from robustlens.models.layers import capture, get_activations, last_linear, layer_table, resolve_layer
+from robustlens.models import create_model, list_models
 
 
 def test_softmax_stable_for_huge_logits():
@@ -116,7 +116,7 @@ def test_unknown_layer_lists_close_names():
 
 def test_corgi_is_pembroke(default_model, corgi_path):
     from robustlens.images import load_pil
-    from robustlens.preprocess import preprocess
+    from robustlens.models.preprocess import preprocess
 
     x = preprocess(load_pil(corgi_path), default_model.config).unsqueeze(0)
     top = classify(default_model, x)[0]

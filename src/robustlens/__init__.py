@@ -1,24 +1,76 @@
-"""robustlens: see what an image classifier sees and how it is fooled."""
+"""robustlens: see what an image classifier sees and how it is fooled.
 
-from .attacks import attack, fgsm, pgd
-from .checkpoints import load_weights, save_weights
-from .classify import classify, output2prob
-from .compare import compare_models
-from .datasets import open_dataset, parse_data_spec
-from .dream import dream
-from .engine import optimize
-from .evaluate import evaluate_robustness
-from .images import load_image, save_image
-from .inversion import invert
-from .labels import resolve_class
-from .layers import get_activations, layer_table
-from .threat import make_threat
-from .training import TrainConfig, train
-from .visualize import visualize
-from .zoo import Classifier, create_model, list_models
+The public API is re-exported here and imported on first use (``import robustlens`` stays cheap; the
+command line imports only what a command needs):
 
-__all__ = ["Classifier", "classify", "create_model", "get_activations", "layer_table", "list_models",
-           "load_image", "output2prob", "resolve_class", "save_image",
-           "attack", "dream", "fgsm", "invert", "make_threat", "optimize", "pgd", "visualize",
-           "TrainConfig", "compare_models", "evaluate_robustness", "load_weights", "open_dataset", "parse_data_spec",
-           "save_weights", "train"]
+- models (:mod:`robustlens.models`): :func:`create_model`, :func:`list_models`, :class:`Classifier`,
+  :func:`classify`, :func:`output2prob`, :func:`get_activations`, :func:`layer_table`, :func:`resolve_class`,
+  :func:`load_weights`, :func:`save_weights`;
+- the engine (:mod:`robustlens.optim`): :func:`optimize`, :func:`make_threat`, criteria :class:`Targeted` and
+  :class:`Untargeted`;
+- recipes (:mod:`robustlens.recipes`): :func:`attack`, :func:`pgd`, :func:`fgsm`, :func:`invert`,
+  :func:`dream`, :func:`visualize`;
+- robust models (:mod:`robustlens.robust`): :func:`evaluate_robustness`, :func:`train`, :class:`TrainConfig`,
+  :func:`compare_models`, :func:`open_dataset`, :func:`parse_data_spec`;
+- images: :func:`load_image`, :func:`save_image`.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+_MODULES = {
+    "robustlens.models": ("Classifier", "classify", "create_model", "get_activations", "layer_table", "list_models",
+                          "load_weights", "output2prob", "resolve_class", "save_weights"),
+    "robustlens.optim": ("Targeted", "Untargeted", "make_threat", "optimize"),
+    "robustlens.recipes": ("attack", "dream", "fgsm", "invert", "pgd", "visualize"),
+    "robustlens.robust": ("TrainConfig", "compare_models", "evaluate_robustness", "open_dataset", "parse_data_spec",
+                          "train"),
+    "robustlens.images": ("load_image", "save_image"),
+}
+_EXPORTS = {name: module for module, names in _MODULES.items() for name in names}
+
+__all__ = ["Classifier", "Targeted", "TrainConfig", "Untargeted", "attack", "classify", "compare_models",
+           "create_model", "dream", "evaluate_robustness", "fgsm", "get_activations", "invert", "layer_table",
+           "list_models", "load_image", "load_weights", "make_threat", "open_dataset", "optimize", "output2prob",
+           "parse_data_spec", "pgd", "resolve_class", "save_image", "save_weights", "train", "visualize"]
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'robustlens' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
+
+
+if TYPE_CHECKING:
+    from robustlens.images import load_image, save_image
+    from robustlens.models import (
+        Classifier,
+        classify,
+        create_model,
+        get_activations,
+        layer_table,
+        list_models,
+        load_weights,
+        output2prob,
+        resolve_class,
+        save_weights,
+    )
+    from robustlens.optim import Targeted, Untargeted, make_threat, optimize
+    from robustlens.recipes import attack, dream, fgsm, invert, pgd, visualize
+    from robustlens.robust import (
+        TrainConfig,
+        compare_models,
+        evaluate_robustness,
+        open_dataset,
+        parse_data_spec,
+        train,
+    )

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
-from .errors import UserError
+from robustlens.errors import UserError
 
 ImageFile.LOAD_TRUNCATED_IMAGES = False
 

@@ -11,8 +11,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
-from .classify import Prediction  # noqa: E402
-from .images import to_uint8  # noqa: E402
+from robustlens.images import to_uint8  # noqa: E402
+from robustlens.models.classify import Prediction  # noqa: E402
 
 
 def amplified(delta: torch.Tensor) -> tuple[torch.Tensor, float]:

@@ -8,8 +8,13 @@ Tiny digits CNN: :mod:`.digits` (``train_digits_cnn``). Problem 1(b) demo: :mod:
 Derivations: ``docs/derivations.md``.
 """
 
-from .conv import conv1d_backward, conv1d_forward, conv2d_backward, conv2d_forward
-from .network import (
+from robustlens.reference.conv import (
+    conv1d_backward,
+    conv1d_forward,
+    conv2d_backward,
+    conv2d_forward,
+)
+from robustlens.reference.network import (
     AvgPool1d,
     AvgPool2d,
     Conv1d,
@@ -25,7 +30,7 @@ from .network import (
     sgd_step,
     softmax_cross_entropy,
 )
-from .pool import (
+from robustlens.reference.pool import (
     avgpool1d_backward,
     avgpool1d_forward,
     avgpool2d_backward,
@@ -39,7 +44,7 @@ from .pool import (
     maxpool2d_backward,
     maxpool2d_forward,
 )
-from .validation import ShapeError
+from robustlens.reference.validation import ShapeError
 
 __all__ = [
     "conv1d_forward", "conv1d_backward", "conv2d_forward", "conv2d_backward",
@@ -54,27 +59,27 @@ __all__ = [
 
 def run_checks(seed: int = 0, **kwargs):
     """See :func:`robustlens.reference.gradcheck.run_checks`."""
-    from .gradcheck import run_checks as _run
+    from robustlens.reference.gradcheck import run_checks as _run
 
     return _run(seed, **kwargs)
 
 
 def format_checks(result):
     """See :func:`robustlens.reference.gradcheck.format_checks`."""
-    from .gradcheck import format_checks as _fmt
+    from robustlens.reference.gradcheck import format_checks as _fmt
 
     return _fmt(result)
 
 
 def train_digits_cnn(*args, **kwargs):
     """See :func:`robustlens.reference.digits.train_digits_cnn`."""
-    from .digits import train_digits_cnn as _train
+    from robustlens.reference.digits import train_digits_cnn as _train
 
     return _train(*args, **kwargs)
 
 
 def one_vs_many_demo(*args, **kwargs):
     """See :func:`robustlens.reference.one_vs_many.one_vs_many_demo`."""
-    from .one_vs_many import one_vs_many_demo as _demo
+    from robustlens.reference.one_vs_many import one_vs_many_demo as _demo
 
     return _demo(*args, **kwargs)

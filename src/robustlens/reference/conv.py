@@ -16,8 +16,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .sliding import add_taps, crop_spatial, pad_spatial, window_view
-from .validation import (
+from robustlens.reference.sliding import (
+    add_taps,
+    crop_spatial,
+    pad_spatial,
+    window_view,
+)
+from robustlens.reference.validation import (
     ShapeError,
     as_float_array,
     check_grad_shape,

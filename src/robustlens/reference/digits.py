@@ -9,7 +9,16 @@ import time
 
 import numpy as np
 
-from .network import Conv2d, Flatten, Linear, MaxPool2d, ReLU, Sequential, sgd_step, softmax_cross_entropy
+from robustlens.reference.network import (
+    Conv2d,
+    Flatten,
+    Linear,
+    MaxPool2d,
+    ReLU,
+    Sequential,
+    sgd_step,
+    softmax_cross_entropy,
+)
 
 __all__ = ["load_digits_split", "digits_cnn", "train_digits_cnn"]
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from . import conv, network, pool
+from robustlens.reference import conv, network, pool
 
 __all__ = [
     "LAYERS", "TOL_TORCH", "TOL_FD", "Case", "CASES", "rel_err", "numpy_pass", "finite_difference_grads",
@@ -234,7 +234,7 @@ def run_checks(seed: int = 0, *, use_torch: bool = True) -> dict:
     torch_status = "disabled"
     if use_torch:
         try:
-            from . import torch_check as _tc
+            from robustlens.reference import torch_check as _tc
 
             torch_version = _tc.torch_version()
             torch_check = _tc

@@ -11,8 +11,14 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from . import conv, pool
-from .validation import ShapeError, as_float_array, check_grad_shape, check_ndim, int_tuple
+from robustlens.reference import conv, pool
+from robustlens.reference.validation import (
+    ShapeError,
+    as_float_array,
+    check_grad_shape,
+    check_ndim,
+    int_tuple,
+)
 
 __all__ = [
     "Layer", "Conv1d", "Conv2d", "MaxPool1d", "MaxPool2d", "AvgPool1d", "AvgPool2d", "GlobalMaxPool",

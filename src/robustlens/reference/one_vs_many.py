@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from .conv import conv2d_forward
-from .network import relu_forward
-from .pool import global_avg_pool_forward, global_max_pool_forward
+from robustlens.reference.conv import conv2d_forward
+from robustlens.reference.network import relu_forward
+from robustlens.reference.pool import global_avg_pool_forward, global_max_pool_forward
 
 __all__ = ["CAT_CENTRES", "cat_scene", "cat_detector", "one_vs_many_demo", "one_vs_many_table"]
 

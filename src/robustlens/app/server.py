@@ -1,0 +1,261 @@
+"""The interactive app (Gradio, fully offline): attack an uploaded or example image and watch the top-5 change;
+tabs for feature inversion and DeepDream.
+
+Everything runs through the same API as the commands and the report (:func:`robustlens.recipes.attacks.attack`,
+:func:`robustlens.recipes.inversion.invert`, :func:`robustlens.recipes.dream.dream`). Offline by construction: Gradio's
+analytics are switched off before it is imported, its fonts are local, server-side rendering (which needs
+Node) is off, and the server binds to 127.0.0.1 unless told otherwise.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from PIL import Image
+
+from robustlens.errors import UserError
+from robustlens.models import DEFAULT_MODEL, Classifier, create_model
+
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 7860
+EXAMPLES = ("chelsea", "coffee", "astronaut")
+
+
+def class_choices(model: Classifier) -> list[str]:
+    """``"282 tiger cat"`` for every class of ``model``, in index order (what the target box searches)."""
+    return [f"{i} {model.class_name(i)}" for i in range(model.num_classes)]
+
+
+def parse_choice(choice: str | int) -> int:
+    """The class index at the start of a :func:`class_choices` entry (or a bare index)."""
+    text = str(choice).strip()
+    head = text.split(" ", 1)[0]
+    if not head.isdigit():
+        raise UserError(f"pick a target class from the list (got {text!r})")
+    return int(head)
+
+
+def parse_eps(text: str | float) -> float:
+    """ε from the box: a number or a fraction such as ``4/255``."""
+    from fractions import Fraction
+
+    try:
+        value = float(Fraction(str(text).strip())) if "/" in str(text) else float(text)
+    except (ValueError, ZeroDivisionError):
+        raise UserError(f"ε must be a number or a fraction like 4/255, got {text!r}") from None
+    if not 0 <= value <= 1:
+        raise UserError(f"ε is in pixel units [0, 1]; got {value}")
+    return value
+
+
+def topk_dict(preds) -> dict[str, float]:
+    """Top-k predictions as the ``{label: probability}`` a Gradio Label shows as bars."""
+    return {p.name: p.prob for p in preds}
+
+
+@dataclass
+class ModelBank:
+    """The app's two models, built on first use: ``"standard"`` and ``"robust"`` (names and weights given)."""
+
+    standard: tuple[str, str | None] = (DEFAULT_MODEL, None)
+    robust: tuple[str, str | None] = ("imagenette_resnet_robust", None)
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    _cache: dict = field(default_factory=dict)
+
+    def get(self, kind: str) -> Classifier:
+        if kind not in ("standard", "robust"):
+            raise UserError(f"unknown model kind {kind!r}")
+        if kind not in self._cache:
+            name, weights = getattr(self, kind)
+            self._cache[kind] = create_model(name, weights).to(self.device)
+        return self._cache[kind]
+
+    def label(self, kind: str) -> str:
+        return f"{kind} ({getattr(self, kind)[0]})"
+
+
+def _input(model: Classifier, image: Image.Image | None) -> torch.Tensor:
+    from robustlens.models.preprocess import preprocess
+
+    if image is None:
+        raise UserError("upload an image or pick an example first")
+    x = torch.stack([preprocess(image.convert("RGB"), model.config)])  # contiguous, as the commands read it
+    return x.to(next(model.parameters()).device)
+
+
+def _pil(x: torch.Tensor) -> Image.Image:
+    from robustlens.images import to_uint8
+
+    return Image.fromarray(to_uint8(x.detach().cpu()))
+
+
+def run_attack(bank: ModelBank, image, kind: str, target: str, norm: str, eps: str, steps: int, seed: int = 0):
+    """One targeted attack: (adversarial image, amplified perturbation, top-5 before, top-5 after, summary)."""
+    from robustlens.plots import amplified
+    from robustlens.recipes.attacks import attack
+
+    model = bank.get(kind)
+    t = parse_choice(target)
+    if not 0 <= t < model.num_classes:
+        raise UserError(f"target {t} is not a class of {model.name} (0..{model.num_classes - 1}); pick from the list")
+    x = _input(model, image)
+    res = attack(model, x, target=t, norm=norm, eps=parse_eps(eps), steps=int(steps), seed=int(seed), progress=True)
+    d = res.to_dict()["results"][0]
+    amp, factor = amplified(res.perturbation[0])
+    top1 = res.after[0][0]
+    psnr = "∞" if d["psnr_db"] is None else f"{d['psnr_db']:.1f} dB"
+    summary = (f"**{'Success' if d['success'] else 'Not reached'}**: {model.name} now says **{top1.name}** "
+               f"(p = {top1.prob:.3f}); target {model.class_name(t)} ({t}).  \n"
+               f"L∞ = {d['linf_255']:.2f}/255, L2 = {d['l2']:.3f}, PSNR = {psnr}, SSIM = {d['ssim']:.4f}; "
+               f"{norm}, ε = {eps}, {int(steps)} steps, seed {int(seed)}, {res.seconds:.1f} s. "
+               f"Perturbation shown × {factor:.1f} (grey = unchanged).")
+    return _pil(res.adversarial[0]), _pil(amp), topk_dict(res.before[0]), topk_dict(res.after[0]), summary
+
+
+def run_inversion(bank: ModelBank, image, kind: str, layers: str, steps: int, seed: int = 0):
+    """Reconstructions from each named layer: a gallery of (image, caption)."""
+    from robustlens.recipes.inversion import invert
+
+    model = bank.get(kind)
+    names = [n.strip() for n in str(layers).split(",") if n.strip()]
+    if not names:
+        from robustlens.report import default_layers
+
+        names = list(default_layers(model))
+    res = invert(model, _input(model, image), layers=names, steps=int(steps), seed=int(seed), progress=True)
+    rows = res.to_dict()["layers"]
+    return [(_pil(res.reference[0]), "original")] + [
+        (_pil(res.images[i]), f"{r['layer']} (feature distance {r['distance']:.3f})") for i, r in enumerate(rows)]
+
+
+def run_dream(bank: ModelBank, image, kind: str, layer: str, steps: int, octaves: int, seed: int = 0):
+    """DeepDream of the image at one layer."""
+    from robustlens.recipes.dream import dream
+    from robustlens.report import default_layers
+
+    model = bank.get(kind)
+    layer = str(layer).strip() or default_layers(model)[1]
+    res = dream(model, _input(model, image), layer=layer, steps=int(steps), octaves=int(octaves), seed=int(seed),
+                progress=True)
+    img = res.image[0] if res.image.dim() == 4 else res.image
+    return _pil(img)
+
+
+def _examples_dir() -> Path:
+    from robustlens.images import example_image
+
+    folder = Path(tempfile.gettempdir()) / "robustlens-app-examples"
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in EXAMPLES:
+        p = folder / f"{name}.png"
+        if not p.exists():
+            example_image(name).save(p)
+    return folder
+
+
+def _guard(fn: Callable):
+    """Turn a UserError into a Gradio error box (one line, no traceback)."""
+    import gradio as gr
+
+    def wrapped(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except UserError as e:
+            raise gr.Error(str(e)) from None
+
+    wrapped.__name__ = fn.__name__
+    return wrapped
+
+
+def build_app(bank: ModelBank | None = None):
+    """The Gradio Blocks app (not launched)."""
+    os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"  # read by Gradio at import and launch: no telemetry calls
+    os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+    import gradio as gr
+
+    bank = bank or ModelBank()
+    kinds = [(bank.label("standard"), "standard"), (bank.label("robust"), "robust")]
+    standard = bank.get("standard")
+    choices = class_choices(standard)
+    default_target = next((c for c in choices if c.startswith("282 ")), choices[0])
+    examples = [[str(p)] for p in sorted(_examples_dir().glob("*.png"))]
+
+    def update_targets(kind: str):
+        try:
+            model = bank.get(kind)
+        except UserError as e:
+            raise gr.Error(str(e)) from None
+        new = class_choices(model)
+        return gr.update(choices=new, value=default_target if default_target in new else new[0])
+
+    with gr.Blocks(title="robustlens", analytics_enabled=False) as app:
+        gr.Markdown("## robustlens — see what an image classifier sees and how it is fooled\n"
+                    "Upload an image (or pick an example), choose a model and a target class, and attack. "
+                    "Everything runs locally.")
+        with gr.Row():
+            with gr.Column(scale=1):
+                image = gr.Image(type="pil", label="Image", elem_id="input-image", sources=["upload", "clipboard"])
+                gr.Examples(examples, inputs=[image], label="Examples (scikit-image, CC0)")
+                kind = gr.Radio(kinds, value="standard", label="Model", elem_id="model-kind")
+                seed = gr.Number(value=0, precision=0, label="Seed", elem_id="seed")
+            with gr.Column(scale=2):
+                with gr.Tab("Attack", elem_id="tab-attack"):
+                    with gr.Row():
+                        target = gr.Dropdown(choices, value=default_target, label="Target class (type to search)",
+                                             filterable=True, elem_id="target")
+                        norm = gr.Radio(["linf", "l2"], value="linf", label="Norm", elem_id="norm")
+                        eps = gr.Textbox(value="4/255", label="ε (pixel units; 4/255 or 0.5)", elem_id="eps")
+                        steps = gr.Slider(1, 200, value=20, step=1, label="Steps", elem_id="steps")
+                    run = gr.Button("Attack", variant="primary", elem_id="run-attack")
+                    summary = gr.Markdown(elem_id="attack-summary")
+                    with gr.Row():
+                        adv = gr.Image(label="Adversarial image", format="png", elem_id="adversarial",
+                                       interactive=False)
+                        pert = gr.Image(label="Perturbation (amplified)", format="png", elem_id="perturbation",
+                                        interactive=False)
+                    with gr.Row():
+                        before = gr.Label(num_top_classes=5, label="Top-5 before", elem_id="top5-before")
+                        after = gr.Label(num_top_classes=5, label="Top-5 after", elem_id="top5-after")
+                with gr.Tab("Inversion", elem_id="tab-inversion"):
+                    layers = gr.Textbox(value="", label="Layers, comma-separated (empty: three chosen layers)",
+                                        elem_id="inv-layers")
+                    inv_steps = gr.Slider(1, 500, value=100, step=1, label="Steps", elem_id="inv-steps")
+                    inv_run = gr.Button("Invert", variant="primary", elem_id="run-inversion")
+                    gallery = gr.Gallery(label="Original and reconstructions", columns=4, elem_id="inv-gallery")
+                with gr.Tab("DeepDream", elem_id="tab-dream"):
+                    layer = gr.Textbox(value="", label="Layer (empty: a middle layer)", elem_id="dream-layer")
+                    d_steps = gr.Slider(1, 100, value=10, step=1, label="Steps per octave", elem_id="dream-steps")
+                    octaves = gr.Slider(1, 5, value=3, step=1, label="Octaves", elem_id="dream-octaves")
+                    d_run = gr.Button("Dream", variant="primary", elem_id="run-dream")
+                    dreamt = gr.Image(label="DeepDream", format="png", elem_id="dream-out", interactive=False)
+
+        kind.change(update_targets, [kind], [target])
+
+        def attack_fn(img, k, tgt, nrm, e, n, s, progress=gr.Progress(track_tqdm=True)):
+            return _guard(run_attack)(bank, img, k, tgt, nrm, e, n, s)
+
+        def invert_fn(img, k, names, n, s, progress=gr.Progress(track_tqdm=True)):
+            return _guard(run_inversion)(bank, img, k, names, n, s)
+
+        def dream_fn(img, k, lay, n, o, s, progress=gr.Progress(track_tqdm=True)):
+            return _guard(run_dream)(bank, img, k, lay, n, o, s)
+
+        run.click(attack_fn, [image, kind, target, norm, eps, steps, seed], [adv, pert, before, after, summary])
+        inv_run.click(invert_fn, [image, kind, layers, inv_steps, seed], [gallery])
+        d_run.click(dream_fn, [image, kind, layer, d_steps, octaves, seed], [dreamt])
+    return app
+
+
+def launch(host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, bank: ModelBank | None = None, *,
+           block: bool = True):
+    """Serve the app on ``host:port`` (localhost by default, no share link, no analytics)."""
+    app = build_app(bank)
+    app.queue(default_concurrency_limit=1)
+    app.launch(server_name=host, server_port=port, share=False, inbrowser=False, ssr_mode=False,
+               prevent_thread_lock=not block, quiet=True, show_error=True)
+    return app

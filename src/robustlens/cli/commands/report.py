@@ -1,0 +1,99 @@
+"""`robustlens report`: the whole problem set run live into one self-contained HTML file (+ PNGs, report.json)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from robustlens.cli.common import (
+    add_speed_args,
+    device_of,
+    emit,
+    number,
+    speed_from_args,
+)
+from robustlens.models import DEFAULT_MODEL
+from robustlens.models.labels import resolve_class
+from robustlens.report import ReportSettings, build_report
+
+
+def add_report_args(p: argparse.ArgumentParser, *, out_default: str) -> None:
+    """Options shared by `report` and `demo`."""
+    p.add_argument("--out", default=out_default, help=f"output folder (default ./{out_default})")
+    p.add_argument("--quick", action="store_true",
+                   help="a few steps of everything (a smoke test of about a minute; the pictures are rough)")
+    p.add_argument("--target", action="append", metavar="CLASS",
+                   help="target class of 4(a)-(c), by index, wnid or name; repeat for several "
+                        "(default: tarantula and tiger cat)")
+    p.add_argument("--seed", type=int, default=0, help="seed of every random start and init (default 0)")
+    p.add_argument("--device", default="auto", help="cpu, cuda or auto (default: cuda when available)")
+    p.add_argument("--json", action="store_true", help="print one JSON object (paths, status per section)")
+    add_speed_args(p)
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    d = ReportSettings()
+    p = sub.add_parser("report", help="run every part of the problem set into one HTML report",
+                       description="Run every part (reference layers and gradient checks, features and "
+                                   "classification, targeted attacks, visual difference, inversion, robust vs "
+                                   "standard, DeepDream, feature visualisation) and write report.html (self-"
+                                   "contained, opens offline), the PNGs and report.json into --out.")
+    p.add_argument("--image", default=None, help="image file (default: scikit-image's chelsea photo)")
+    p.add_argument("--model", default=DEFAULT_MODEL, help=f"pretrained model (default {DEFAULT_MODEL})")
+    p.add_argument("--weights", default=None, help="weights of --model: imagenet, none or PATH (default: its own)")
+    p.add_argument("--robust-model", default=None,
+                   help="robust model for 4(e)(f) (default imagenette_resnet_robust, compared with "
+                        "imagenette_resnet_standard; another model is compared with --model)")
+    p.add_argument("--robust-weights", default=None, help="weights file of --robust-model")
+    g = p.add_argument_group("settings")
+    g.add_argument("--norm", default=d.norm, choices=["linf", "l2"], help=f"attack norm of 4(a)-(c) (default {d.norm})")
+    g.add_argument("--eps", type=number, default=d.eps, help="attack radius in pixel units (default 4/255)")
+    g.add_argument("--attack-steps", type=int, default=None, help=f"attack steps (default {d.attack_steps})")
+    g.add_argument("--inversion-steps", type=int, default=None, help=f"inversion steps (default {d.inversion_steps})")
+    g.add_argument("--layer", action="append", metavar="LAYER",
+                   help="layer to invert in 4(d); repeat (default: three chosen from the model, early to late)")
+    g.add_argument("--robust-norm", default=d.robust_norm, choices=["linf", "l2"],
+                   help=f"attack norm of 4(e)(f) (default {d.robust_norm}, the robust model's training norm)")
+    g.add_argument("--robust-eps", type=number, default=d.robust_eps, help=f"attack radius of 4(e)(f) (default {d.robust_eps})")
+    add_report_args(p, out_default="robustlens-report")
+    p.set_defaults(run=run)
+
+
+def settings_from(args: argparse.Namespace) -> ReportSettings:
+    over = {"seed": args.seed}
+    if getattr(args, "layer", None):
+        over["inversion_layers"] = tuple(args.layer)
+    if args.target:
+        over["targets"] = tuple(dict.fromkeys(resolve_class(t) for t in args.target))
+    for name in ("norm", "eps", "attack_steps", "inversion_steps", "robust_norm", "robust_eps"):
+        value = getattr(args, name, None)
+        if value is not None:
+            over[name] = value
+    return ReportSettings.quick_settings(**over) if args.quick else ReportSettings(**over)
+
+
+def run_report(args: argparse.Namespace, **kwargs) -> int:
+    """Build the report, print progress on stderr and the HTML path (or JSON) on stdout."""
+    def log(line: str) -> None:
+        if not args.json:
+            sys.stderr.write(line.rstrip("\n") + "\n")
+            sys.stderr.flush()
+
+    settings = settings_from(args)
+    with speed_from_args(args):
+        report = build_report(args.out, settings=settings, device=device_of(args), log=log, **kwargs)
+    sections = [{"id": s["id"], "title": s["title"], "status": s["status"], "seconds": round(s["seconds"], 2)}
+                for s in report["sections"]]
+    html = Path(report["html"]).resolve()
+    result = {"html": str(html), "json": str(html.with_name("report.json")),
+              "status": report["status"], "seconds": report["seconds"], "sections": sections}
+    lines = [f"  {s['status']:<11} {s['seconds']:7.1f} s  {s['title']}" for s in sections]
+    lines += [f"total {report['seconds']:.1f} s; status {report['status']}", str(html)]
+    emit(result, args, "\n".join(lines))
+    return 1 if report["status"] == "error" else 0
+
+
+def run(args: argparse.Namespace) -> int:
+    return run_report(args, image=args.image, model=args.model, weights=args.weights,
+                      robust_model=args.robust_model, robust_weights=args.robust_weights)

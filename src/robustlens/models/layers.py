@@ -1,0 +1,94 @@
+"""Layer introspection and activations by name.
+
+Layer names are those of the wrapped network (``model.net``): ``layer4``, ``layer4.2.conv1``, ``_blocks.10``.
+An unknown name raises :class:`UserError` listing close matches. Hooks are always removed afterwards.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator, Sequence
+
+import torch
+from torch import nn
+
+from robustlens.errors import unknown
+
+
+def _root(model: nn.Module) -> nn.Module:
+    return getattr(model, "net", model)
+
+
+def layer_names(model: nn.Module) -> list[str]:
+    """Every named sub-module of the network, in definition order."""
+    return [n for n, _ in _root(model).named_modules() if n]
+
+
+def resolve_layer(model: nn.Module, name: str) -> nn.Module:
+    """The sub-module called ``name`` (see module docstring); ``"logits"`` is not a layer name."""
+    modules = dict(_root(model).named_modules())
+    if name not in modules or not name:
+        raise unknown("layer", name, layer_names(model))
+    return modules[name]
+
+
+@contextlib.contextmanager
+def capture(model: nn.Module, names: Sequence[str]) -> Iterator[dict[str, torch.Tensor]]:
+    """Within the block, each forward pass of ``model`` stores the output of each named layer in the yielded
+    dict (a module called several times keeps its last output). Hooks are removed on exit."""
+    store: dict[str, torch.Tensor] = {}
+    handles = []
+    try:
+        for n in names:
+            mod = resolve_layer(model, n)
+
+            def hook(_m, _inp, out, _n=n):
+                store[_n] = out[0] if isinstance(out, (tuple, list)) else out
+
+            handles.append(mod.register_forward_hook(hook))
+        yield store
+    finally:
+        for h in handles:
+            h.remove()
+
+
+def get_activations(model: nn.Module, x: torch.Tensor, names: Sequence[str]) -> dict[str, torch.Tensor]:
+    """Outputs of the named layers for input ``x`` (N,C,H,W in [0,1]) in one forward pass."""
+    with capture(model, names) as store:
+        model(x)
+    return {n: store[n] for n in names}
+
+
+def layer_table(model: nn.Module, input_size: int | None = None) -> list[dict]:
+    """One row per named module: name, type, output shape for a single (C, S, S) input (S = the model's input
+    size unless given), parameter count. Modules never called in the forward pass get ``None`` as shape."""
+    config = getattr(model, "config", None)
+    size = input_size or (config.input_size if config else 224)
+    channels = config.channels if config else 3
+    names = layer_names(model)
+    shapes: dict[str, tuple[int, ...]] = {}
+    handles = []
+    modules = dict(_root(model).named_modules())
+    for n in names:
+        def hook(_m, _inp, out, _n=n):
+            t = out[0] if isinstance(out, (tuple, list)) else out
+            if isinstance(t, torch.Tensor):
+                shapes[_n] = tuple(t.shape)
+
+        handles.append(modules[n].register_forward_hook(hook))
+    try:
+        with torch.no_grad():
+            model.eval()(torch.zeros(1, channels, size, size))
+    finally:
+        for h in handles:
+            h.remove()
+    return [{"name": n, "type": type(modules[n]).__name__, "output_shape": list(shapes[n]) if n in shapes else None,
+             "params": sum(p.numel() for p in modules[n].parameters(recurse=False))} for n in names]
+
+
+def last_linear(model: nn.Module) -> tuple[str, nn.Linear]:
+    """The last ``nn.Linear`` in module order (the classifier head) and its name."""
+    found = [(n, m) for n, m in _root(model).named_modules() if isinstance(m, nn.Linear)]
+    if not found:
+        raise ValueError(f"{type(_root(model)).__name__} has no nn.Linear layer")
+    return found[-1]

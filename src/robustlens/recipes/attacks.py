@@ -1,0 +1,298 @@
+"""Adversarial attacks: thin recipes over :func:`robustlens.optim.engine.optimize`.
+
+- :func:`pgd` / :func:`fgsm`: tensors in, adversarial tensors out (what robust evaluation and adversarial
+  training call).
+- :func:`attack`: the user-facing attack with predictions, norms, image-quality figures and an 8-bit-safe
+  result (see :class:`AttackResult`).
+
+ε and step sizes are in [0, 1] pixel units.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from robustlens import metrics
+from robustlens.images import quantize
+from robustlens.metrics import finite_or_none
+from robustlens.models.classify import Prediction, topk
+from robustlens.optim.engine import optimize
+from robustlens.optim.objectives import (
+    CrossEntropy,
+    CWMargin,
+    LogProb,
+    Objective,
+    Outputs,
+)
+from robustlens.optim.threat import ThreatModel, make_threat
+
+LOSSES = ("ce", "logprob", "cw")
+
+
+def class_objective(loss: str, classes: torch.Tensor, *, targeted: bool) -> Objective:
+    """The loss to minimise: targeted pushes ``classes`` up, untargeted pushes them down.
+
+    ``"ce"`` and ``"logprob"`` are the same function of the logits (CE = −log p): targeted −log p(target),
+    untargeted +log p(label); ``"cw"`` is the Carlini-Wagner logit margin."""
+    if loss in ("ce", "logprob"):
+        return LogProb(classes) if targeted else CrossEntropy(classes)
+    if loss == "cw":
+        return CWMargin(classes, targeted=targeted)
+    raise ValueError(f"unknown loss {loss!r}; use one of {', '.join(LOSSES)}")
+
+
+def class_success(classes: torch.Tensor, *, targeted: bool):
+    """``success_fn`` for the engine: top-1 == target (targeted) or top-1 != label (untargeted)."""
+    classes = torch.as_tensor(classes, dtype=torch.long).reshape(-1)
+
+    def success(out: Outputs) -> torch.Tensor:
+        c = out.rows(classes.to(out.logits.device))
+        top1 = out.logits.argmax(1)
+        return top1 == c if targeted else top1 != c
+
+    return success
+
+
+def pgd(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    norm: str = "linf",
+    eps: float,
+    step_size: float,
+    steps: int,
+    targeted: bool = False,
+    random_start: bool = True,
+    loss: str = "ce",
+    seed: int = 0,
+    restarts: int = 1,
+    early_stop: bool = False,
+    progress: bool = False,
+    channels_last: bool | str | None = None,
+) -> torch.Tensor:
+    """Projected gradient descent (Madry et al.). ``x`` (N,C,H,W) in [0,1]; ``y`` (N,) true labels
+    (untargeted: maximise their CE) or target labels (``targeted``: maximise their log-probability).
+
+    Returns the adversarial images (same shape as ``x``, detached): per example the best iterate over all
+    steps and restarts — a successful one if any, else the one with the highest attack loss — inside
+    the ε-ball around ``x`` and [0,1]. Model parameters and train/eval mode are left as they were.
+    ``channels_last``: see :func:`robustlens.optim.engine.optimize` (None: the speed settings in force).
+    """
+    y = torch.as_tensor(y, dtype=torch.long, device=x.device).reshape(-1)
+    if y.numel() not in (1, x.shape[0]):
+        raise ValueError(f"y has {y.numel()} labels for {x.shape[0]} images")
+    res = optimize(model, x, class_objective(loss, y, targeted=targeted), threat=make_threat(norm, eps),
+                   steps=steps, step_size=step_size, start="random" if random_start else "x0", restarts=restarts,
+                   early_stop=early_stop, success_fn=class_success(y, targeted=targeted), seed=seed,
+                   progress=progress, history=False, channels_last=channels_last, desc="pgd")
+    return res.x
+
+
+def fgsm(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, norm: str = "linf", eps: float,
+         targeted: bool = False, loss: str = "ce", progress: bool = False,
+         channels_last: bool | str | None = None) -> torch.Tensor:
+    """Fast gradient (sign) method: :func:`pgd` with one step of size ``eps`` from ``x`` (no random start).
+
+    Like :func:`pgd` it returns the better of the two iterates it evaluates (x itself and x + step), so an
+    example whose step lowered the attack loss without succeeding comes back unchanged."""
+    return pgd(model, x, y, norm=norm, eps=eps, step_size=eps, steps=1, targeted=targeted, random_start=False,
+               loss=loss, progress=progress, channels_last=channels_last)
+
+
+# --- the user-facing attack -------------------------------------------------------------------------------
+
+@dataclass
+class AttackResult:
+    """One row per attacked image (several targets for one image are several rows).
+
+    ``original``/``adversarial``/``perturbation`` (N,C,H,W); ``targets`` (N,) or None (untargeted);
+    ``labels`` (N,) the classes an untargeted attack moves away from; ``success`` (N,) bool, checked on the
+    returned (by default 8-bit quantised) images; ``before``/``after`` top-5 predictions per row; ``linf``,
+    ``l2`` (N,) perturbation norms in pixel units; ``psnr`` (dB) and ``ssim`` (N,); ``history`` the engine's
+    per-step history; ``steps_run`` gradient steps of the batch, ``example_steps`` summed over rows;
+    ``settings`` the attack's parameters."""
+
+    original: torch.Tensor
+    adversarial: torch.Tensor
+    targets: torch.Tensor | None
+    labels: torch.Tensor
+    success: torch.Tensor
+    before: list[list[Prediction]]
+    after: list[list[Prediction]]
+    linf: torch.Tensor
+    l2: torch.Tensor
+    psnr: torch.Tensor
+    ssim: torch.Tensor
+    history: list[dict]
+    steps_run: int
+    example_steps: int
+    seconds: float
+    settings: dict
+
+    @property
+    def perturbation(self) -> torch.Tensor:
+        return self.adversarial - self.original
+
+    @property
+    def targeted(self) -> bool:
+        return self.targets is not None
+
+    def success_rate(self) -> float:
+        return float(self.success.float().mean()) if len(self.success) else 0.0
+
+    def to_dict(self) -> dict:
+        rows = []
+        for i in range(len(self.success)):
+            rows.append({
+                "target": int(self.targets[i]) if self.targets is not None else None,
+                "label": int(self.labels[i]),
+                "success": bool(self.success[i]),
+                "linf": float(self.linf[i]), "linf_255": float(self.linf[i]) * 255, "l2": float(self.l2[i]),
+                "psnr_db": finite_or_none(float(self.psnr[i])), "ssim": float(self.ssim[i]),
+                "before": [p.to_dict() for p in self.before[i]],
+                "after": [p.to_dict() for p in self.after[i]],
+            })
+        return {"settings": self.settings, "success_rate": self.success_rate(), "steps_run": self.steps_run,
+                "example_steps": self.example_steps, "seconds": self.seconds, "results": rows, "history": self.history}
+
+
+def quantize_in_ball(adv: torch.Tensor, x0: torch.Tensor, threat: ThreatModel) -> torch.Tensor:
+    """Round ``adv`` to the 8-bit grid (what a PNG stores) without leaving the threat set.
+
+    Nearest rounding first; an example that it pushes out of the ball is rounded towards x₀ instead
+    (never lengthens any coordinate of the perturbation when x₀ is on the grid — every image read from a
+    file is). If x₀ is off the grid and that is still outside, the example is projected (off-grid)."""
+    q = quantize(adv)
+    out = ~threat.contains(q, x0)
+    if bool(out.any()):
+        towards = quantize(x0 + torch.trunc((adv - x0) * 255.0) / 255.0)
+        q[out] = towards[out]
+        out = ~threat.contains(q, x0)
+        if bool(out.any()):
+            q[out] = threat.project(q[out], x0[out])
+    return q
+
+
+def _as_batch(images: torch.Tensor) -> torch.Tensor:
+    if images.dim() == 3:
+        images = images.unsqueeze(0)
+    if images.dim() != 4:
+        raise ValueError(f"images must be (C,H,W) or (N,C,H,W), got shape {tuple(images.shape)}")
+    return images
+
+
+def _pair_targets(x: torch.Tensor, target, device) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Images and per-row targets: one image with k targets becomes a batch of k rows."""
+    if target is None:
+        return x, None
+    t = torch.as_tensor(target, dtype=torch.long, device=device).reshape(-1)
+    if len(t) == 0:
+        raise ValueError("target is empty")
+    if len(t) == 1:
+        return x, t.expand(x.shape[0]).clone()
+    if x.shape[0] == 1:
+        return x.expand(len(t), *x.shape[1:]).clone(), t
+    if x.shape[0] != len(t):
+        raise ValueError(f"{len(t)} targets for {x.shape[0]} images: give one target, one per image, or one image")
+    return x, t
+
+
+def default_step_size(eps: float, steps: int) -> float:
+    """2.5·ε/steps (Madry et al.): enough to cross the ball 2.5 times, small enough to move precisely."""
+    return 2.5 * eps / steps
+
+
+def attack(
+    model: nn.Module,
+    images: torch.Tensor,
+    *,
+    target: int | list[int] | torch.Tensor | None = None,
+    labels: int | list[int] | torch.Tensor | None = None,
+    norm: str = "linf",
+    eps: float = 4 / 255,
+    step_size: float | None = None,
+    steps: int = 50,
+    restarts: int = 1,
+    random_start: bool = False,
+    loss: str = "logprob",
+    early_stop: bool = True,
+    quantize: bool = True,
+    seed: int = 0,
+    progress: bool = True,
+    channels_last: bool | str | None = None,
+) -> AttackResult:
+    """Targeted (``target`` given) or untargeted attack on ``images`` ((C,H,W) or (N,C,H,W) in [0,1]).
+
+    Untargeted attacks move away from ``labels`` (default: the model's clean top-1). Several targets for one
+    image are one batch. ``step_size`` defaults to :func:`default_step_size`. With ``quantize`` the result is
+    rounded to the 8-bit grid inside the ball (:func:`quantize_in_ball`) and success is checked on the
+    rounded image, so a saved PNG reloads and classifies the same; if rounding undoes an example's success,
+    the attack resumes from the rounded image (at most twice more, ``steps`` each).
+    """
+    if eps < 0:
+        raise ValueError(f"eps must be >= 0, got {eps}")
+    if steps < 1:
+        raise ValueError(f"steps must be >= 1, got {steps}")
+    if loss not in LOSSES:
+        raise ValueError(f"unknown loss {loss!r}; use one of {', '.join(LOSSES)}")
+    threat = make_threat(norm, eps)
+    step_size = default_step_size(eps, steps) if step_size is None else float(step_size)
+    if step_size <= 0 and eps > 0:
+        raise ValueError(f"step_size must be > 0, got {step_size}")
+    x = _as_batch(images).detach()
+    device = x.device
+    x, targets = _pair_targets(x, target, device)
+    with torch.inference_mode():
+        clean_logits = model(x)
+    clean_logits = clean_logits.clone()
+    if labels is None:
+        labels_t = clean_logits.argmax(1)
+    else:
+        labels_t = torch.as_tensor(labels, dtype=torch.long, device=device).reshape(-1).expand(x.shape[0]).clone()
+    targeted = targets is not None
+    classes = targets if targeted else labels_t
+    objective = class_objective(loss, classes, targeted=targeted)
+    success_fn = class_success(classes, targeted=targeted)
+
+    t0 = time.perf_counter()
+    res = optimize(model, x, objective, threat=threat, steps=steps, step_size=step_size,
+                   start="random" if random_start else "x0", restarts=restarts, early_stop=early_stop,
+                   success_fn=success_fn, seed=seed, progress=progress, channels_last=channels_last,
+                   desc="attack")
+    adv, reached, history = res.x, res.success, list(res.history)
+    steps_run, example_steps = res.steps_run, res.example_steps
+    for round_ in range(3):
+        if quantize:
+            adv = quantize_in_ball(adv, x, threat)
+        with torch.inference_mode():
+            logits = model(adv)
+        logits = logits.clone()
+        success = (logits.argmax(1) == classes) if targeted else (logits.argmax(1) != classes)
+        # rounding (or the float32 re-check) undid these successes: resume from the returned image
+        redo = (~success & reached).nonzero().squeeze(1)
+        if len(redo) == 0 or round_ == 2:
+            break
+        again = optimize(model, x[redo], class_objective(loss, classes[redo], targeted=targeted), threat=threat,
+                         steps=steps, step_size=step_size, start=adv[redo], early_stop=early_stop,
+                         success_fn=class_success(classes[redo], targeted=targeted), seed=seed + round_ + 1,
+                         progress=progress, history=False, channels_last=channels_last, desc="attack (resume)")
+        adv, reached = adv.clone(), reached.clone()
+        adv[redo], reached[redo] = again.x, again.success
+        steps_run += again.steps_run
+        example_steps += again.example_steps
+    seconds = time.perf_counter() - t0
+
+    delta = adv - x
+    settings = {"targeted": targeted, "norm": threat.name, "eps": eps, "eps_255": eps * 255,
+                "step_size": step_size, "steps": steps, "restarts": restarts, "random_start": random_start,
+                "loss": loss, "early_stop": early_stop, "quantize": quantize, "seed": seed}
+    return AttackResult(original=x, adversarial=adv, targets=targets, labels=labels_t, success=success,
+                        before=topk(model, clean_logits), after=topk(model, logits), linf=metrics.linf(delta),
+                        l2=metrics.l2(delta), psnr=metrics.psnr(adv, x), ssim=metrics.ssim(adv, x),
+                        history=history, steps_run=steps_run, example_steps=example_steps, seconds=seconds,
+                        settings=settings)
