@@ -19,13 +19,12 @@ import json
 import time
 
 import torch
-
 from _shared import SHARED, require
 
+from robustlens.models import create_model
 from robustlens.recipes.attacks import attack
 from robustlens.robust.datasets import open_dataset
 from robustlens.robust.evaluate import evaluate_robustness
-from robustlens.models import create_model
 
 
 def main() -> int:

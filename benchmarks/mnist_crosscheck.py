@@ -27,14 +27,13 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _shared import SHARED, require  # noqa: E402
 import pgd_vs_torchattacks  # noqa: E402  (the same torchattacks call as the NIPS-17 cross-check)
-
 import torch  # noqa: E402
+from _shared import SHARED, require  # noqa: E402
 
+from robustlens.models import create_model  # noqa: E402
 from robustlens.recipes.attacks import pgd  # noqa: E402
 from robustlens.robust.datasets import load_mnist  # noqa: E402
-from robustlens.models import create_model  # noqa: E402
 
 EPS, ALPHA, STEPS = 0.3, 0.01, 40
 # advertorch's printed figures for these two files (full test set, no random start): robust = 1 - success rate

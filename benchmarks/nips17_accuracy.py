@@ -18,8 +18,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _shared import nips17_rows  # noqa: E402
 
 from robustlens.images import load_pil  # noqa: E402
-from robustlens.models.preprocess import preprocess  # noqa: E402
 from robustlens.models import create_model  # noqa: E402
+from robustlens.models.preprocess import preprocess  # noqa: E402
 
 
 def main() -> None:

@@ -24,10 +24,10 @@ from tqdm import tqdm
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _shared import nips17_rows  # noqa: E402
 
-from robustlens.recipes.attacks import attack  # noqa: E402
 from robustlens.images import load_pil  # noqa: E402
-from robustlens.models.preprocess import preprocess  # noqa: E402
 from robustlens.models import create_model  # noqa: E402
+from robustlens.models.preprocess import preprocess  # noqa: E402
+from robustlens.recipes.attacks import attack  # noqa: E402
 
 SETTINGS = {"targeted": {"eps": 16 / 255, "steps": 10}, "untargeted": {"eps": 4 / 255, "steps": 10}}
 

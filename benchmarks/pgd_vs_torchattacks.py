@@ -24,10 +24,10 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _shared import nips17_rows  # noqa: E402
 
-from robustlens.recipes.attacks import pgd  # noqa: E402
 from robustlens.images import load_pil  # noqa: E402
-from robustlens.models.preprocess import preprocess  # noqa: E402
 from robustlens.models import create_model  # noqa: E402
+from robustlens.models.preprocess import preprocess  # noqa: E402
+from robustlens.recipes.attacks import pgd  # noqa: E402
 
 # (mode, eps in 1/255): small radii so that neither attack saturates at 100%
 SETTINGS = [("untargeted", 0.5), ("untargeted", 1.0), ("targeted", 2.0), ("targeted", 4.0)]

@@ -34,9 +34,9 @@ def test_attack_handler_matches_the_api(default_model):
     import torch
 
     from robustlens.app.server import ModelBank, run_attack
-    from robustlens.recipes.attacks import attack
     from robustlens.images import example_image, pil_to_tensor
     from robustlens.models.preprocess import preprocess
+    from robustlens.recipes.attacks import attack
 
     bank = ModelBank()
     bank._cache["standard"] = default_model

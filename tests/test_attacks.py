@@ -10,9 +10,10 @@ import pytest
 import torch
 from torch import nn
 
-from robustlens.recipes.attacks import attack, class_objective, default_step_size, pgd, quantize_in_ball
 from robustlens.optim.objectives import CrossEntropy, CWMargin, LogProb
+from robustlens.optim.steps import madry_step_size
 from robustlens.optim.threat import L2, Linf
+from robustlens.recipes.attacks import attack, class_objective, pgd, quantize_in_ball
 
 SHARED = (Path(__file__).resolve().parents[1] / ".." / "shared").resolve()
 CORGI = SHARED / "data" / "images" / "corgi.jpg"
@@ -87,7 +88,7 @@ def test_losses_and_step_size_rule():
     assert isinstance(class_objective("cw", t, targeted=True), CWMargin)
     with pytest.raises(ValueError):
         class_objective("hinge", t, targeted=True)
-    assert default_step_size(4 / 255, 50) == pytest.approx(0.2 / 255)
+    assert madry_step_size(4 / 255, 50) == pytest.approx(0.2 / 255)
 
 
 def test_attack_argument_checks():
@@ -115,11 +116,10 @@ def test_corgi_targets_survive_png_round_trip(tmp_path):
     saved PNGs, read back and classified, still give the targets."""
     if not CORGI.exists():
         pytest.skip(f"needs {CORGI} (the shared data folder beside the repository)")
-    from robustlens.models.classify import classify
-    from robustlens.images import load_image, save_image
-    from robustlens.images import load_pil
-    from robustlens.models.preprocess import preprocess
+    from robustlens.images import load_image, load_pil, save_image
     from robustlens.models import create_model
+    from robustlens.models.classify import classify
+    from robustlens.models.preprocess import preprocess
 
     model = create_model()
     x = preprocess(load_pil(CORGI), model.config).unsqueeze(0)

@@ -11,10 +11,10 @@ import pytest
 import torch
 import torchvision
 
-from robustlens.models.checkpoints import is_madry, load_weights, read_metadata, save_weights
 from robustlens.errors import UserError
-from robustlens.models.preprocess import IMAGENET_MEAN, IMAGENET_STD
 from robustlens.models import create_model
+from robustlens.models.checkpoints import is_madry, load_weights, read_metadata, save_weights
+from robustlens.models.preprocess import IMAGENET_MEAN, IMAGENET_STD
 
 
 def _madry_checkpoint(net: torch.nn.Module, mean=IMAGENET_MEAN, std=IMAGENET_STD) -> dict:

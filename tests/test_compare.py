@@ -9,9 +9,9 @@ import pytest
 from PIL import Image
 
 from robustlens.cli.main import main
-from robustlens.robust.compare import check_same_target, compare_models, plot_comparison, target_for
 from robustlens.errors import UserError
 from robustlens.models import create_model
+from robustlens.robust.compare import check_same_target, compare_models, plot_comparison, target_for
 
 
 @pytest.fixture(scope="module")

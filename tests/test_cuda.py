@@ -8,11 +8,11 @@ from __future__ import annotations
 import pytest
 import torch
 
+from robustlens.models import create_model
 from robustlens.recipes.attacks import attack, pgd
 from robustlens.robust.distributed import Context
 from robustlens.robust.evaluate import evaluate_robustness
 from robustlens.robust.training import TrainConfig, train
-from robustlens.models import create_model
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 CUDA = torch.device("cuda")

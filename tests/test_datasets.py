@@ -10,14 +10,22 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from tests.conftest import shared_path
 
-from robustlens.robust.datasets import (LabelSpace, load_mnist, make_loader, open_dataset, parse_data_spec, preload,
-                                 read_idx, spread_indices)
 from robustlens.errors import UserError
+from robustlens.models import create_model
 from robustlens.models.labels import imagenet_classes
 from robustlens.models.small import IMAGENETTE_WNIDS
-from robustlens.models import create_model
-from tests.conftest import shared_path
+from robustlens.robust.datasets import (
+    LabelSpace,
+    load_mnist,
+    make_loader,
+    open_dataset,
+    parse_data_spec,
+    preload,
+    read_idx,
+    spread_indices,
+)
 
 TENCH, SPRINGER = IMAGENETTE_WNIDS[0], IMAGENETTE_WNIDS[1]
 GOLDFISH = imagenet_classes()[1].wnid  # not an Imagenette class

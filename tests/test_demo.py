@@ -7,8 +7,8 @@ from html.parser import HTMLParser
 
 import pytest
 
-from robustlens.cli.main import build_parser, main
 from robustlens.cli.commands.report import settings_from
+from robustlens.cli.main import build_parser, main
 from robustlens.report import PARTS, ReportSettings
 
 SECTION_IDS = ["problem1", "problem2", "problem3", "problem4_attacks", "problem4_difference", "problem4_inversion",

@@ -6,13 +6,13 @@ import pytest
 import torch
 from torch import nn
 
-from robustlens.recipes.dream import dream, octave_sizes
-from robustlens.optim.engine import optimize
 from robustlens.errors import UserError
+from robustlens.optim.engine import optimize
 from robustlens.optim.objectives import Channel
 from robustlens.optim.param import FFT, Pixel, color_matrix, frequency_scale, make_param
 from robustlens.optim.threat import Linf
 from robustlens.optim.transforms import compose, jitter, pad, rotate, scale, standard
+from robustlens.recipes.dream import dream, octave_sizes
 from robustlens.recipes.visualize import visualize
 
 

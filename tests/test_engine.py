@@ -7,10 +7,10 @@ import pytest
 import torch
 from torch import nn
 
-from robustlens.recipes.attacks import class_objective, class_success
 from robustlens.optim.engine import frozen, optimize
 from robustlens.optim.objectives import FeatureDistance, LogProb, Outputs
 from robustlens.optim.threat import L2, Linf, Unconstrained
+from robustlens.recipes.attacks import class_objective, class_success
 
 
 def tiny_model(seed: int = 0, classes: int = 5) -> nn.Module:
@@ -203,8 +203,8 @@ def test_early_stop_carrying_stopped_rows_gives_the_same_result(monkeypatch):
     """On a GPU stopped examples stay in the batch, frozen, until it has halved (new batch sizes cost cuDNN
     new plans); on the CPU they leave at once. Both give the same iterates, flags and counts."""
     import robustlens.optim.engine as engine
-    from robustlens.recipes.attacks import class_objective, class_success
     from robustlens.optim.threat import Linf
+    from robustlens.recipes.attacks import class_objective, class_success
 
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.ReLU(), torch.nn.Flatten(),

@@ -9,14 +9,14 @@ import sys
 
 import pytest
 import torch
+from tests.conftest import shared_path
 
 from robustlens.cli.main import main
+from robustlens.models import create_model
+from robustlens.models.small import MNIST_CONFIG
 from robustlens.robust.datasets import LabelledImages
 from robustlens.robust.distributed import Context
 from robustlens.robust.evaluate import evaluate_robustness
-from robustlens.models.small import MNIST_CONFIG
-from robustlens.models import create_model
-from tests.conftest import shared_path
 
 
 @pytest.fixture(scope="module")

@@ -81,9 +81,9 @@ def test_default_model_three_layers_from_noise(tmp_path):
     import torch.nn.functional as F
 
     from robustlens.images import load_pil
-    from robustlens.plots import image_grid
-    from robustlens.models.preprocess import preprocess
     from robustlens.models import create_model
+    from robustlens.models.preprocess import preprocess
+    from robustlens.plots import image_grid
 
     model = create_model().to(memory_format=torch.channels_last)
     x = preprocess(load_pil(CORGI), model.config)[None]

@@ -1,8 +1,8 @@
 import pytest
+from tests.conftest import shared_path
 
 from robustlens.errors import UserError
 from robustlens.models.labels import class_name, imagenet_classes, resolve_class
-from tests.conftest import shared_path
 
 
 def test_thousand_classes_in_index_order():

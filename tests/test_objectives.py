@@ -7,8 +7,19 @@ import torch
 import torch.nn.functional as F
 
 from robustlens.errors import UserError
-from robustlens.optim.objectives import (Channel, CrossEntropy, CWMargin, FeatureDistance, LayerNorm, LogProb, Outputs,
-                                   PerRow, TotalVariation, as_objective, parse_channel)
+from robustlens.optim.objectives import (
+    Channel,
+    CrossEntropy,
+    CWMargin,
+    FeatureDistance,
+    LayerNorm,
+    LogProb,
+    Outputs,
+    PerRow,
+    TotalVariation,
+    as_objective,
+    parse_channel,
+)
 
 
 def outputs(n: int = 3, classes: int = 6, seed: int = 0) -> Outputs:

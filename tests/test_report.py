@@ -70,8 +70,9 @@ def chelsea_file(tmp_path_factory) -> Path:
 
 
 def test_render_embeds_figures_and_escapes(tmp_path):
-    from robustlens.images import save_image
     import torch
+
+    from robustlens.images import save_image
 
     save_image(torch.rand(3, 8, 8), tmp_path / "a.png")
     report = {"meta": {"title": "t <x>", "summary": {"image": "a & b"}},

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import pytest
 import torch
+from tests.conftest import shared_path
 
 from robustlens.errors import UserError
+from robustlens.models import create_model, list_models
 from robustlens.models.layers import layer_names
 from robustlens.models.small import IMAGENETTE_WNIDS
-from robustlens.models import create_model, list_models
-from tests.conftest import shared_path
 
 
 @pytest.mark.parametrize("name,shape", [("mnist_lenet5", (1, 28, 28)), ("mnist_smallcnn", (1, 28, 28)),

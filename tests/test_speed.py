@@ -236,9 +236,9 @@ def test_early_stop_never_lowers_success(precision):
 
 
 def test_reduced_precision_success_is_a_float32_verdict():
-    from robustlens.recipes.attacks import class_objective, class_success
     from robustlens.optim.engine import optimize
     from robustlens.optim.threat import Linf
+    from robustlens.recipes.attacks import class_objective, class_success
 
     model = _with_stats(Named("resnet_tiny", seed=3, classes=10), seed=3)
     x = torch.rand(16, 3, 10, 10, generator=torch.Generator().manual_seed(1))
@@ -258,9 +258,9 @@ def test_reduced_precision_success_is_a_float32_verdict():
 def test_bf16_early_stop_spends_no_float32_pass_on_examples_that_never_succeed():
     """With early stop only autocast successes are re-run in float32; without it the last iterate is
     evaluated in float32 (one forward pass at float32 cost)."""
-    from robustlens.recipes.attacks import class_objective, class_success
     from robustlens.optim.engine import optimize
     from robustlens.optim.threat import Linf
+    from robustlens.recipes.attacks import class_objective, class_success
 
     model = _with_stats(Named("resnet_tiny", seed=3, classes=10), seed=3)
     autocast_on = []

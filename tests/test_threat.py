@@ -11,8 +11,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
 
-from robustlens.recipes.attacks import fgsm, pgd
 from robustlens.optim.threat import L1, L2, Linf, Unconstrained, make_threat
+from robustlens.recipes.attacks import fgsm, pgd
 
 TOL = 1e-6
 FAST = settings(max_examples=40, deadline=None)

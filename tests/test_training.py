@@ -17,10 +17,10 @@ import numpy as np
 import pytest
 import torch
 
-from robustlens.models.checkpoints import read_metadata
 from robustlens.errors import UserError
-from robustlens.robust.training import TrainConfig, augment, learning_rate, train
 from robustlens.models import create_model
+from robustlens.models.checkpoints import read_metadata
+from robustlens.robust.training import TrainConfig, augment, learning_rate, train
 
 
 def _digits(n: int = 96, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:

@@ -1,10 +1,10 @@
 import pytest
 import torch
 
-from robustlens.models.classify import classify, output2prob
 from robustlens.errors import UserError
-from robustlens.models.layers import capture, get_activations, last_linear, layer_table, resolve_layer
 from robustlens.models import create_model, list_models
+from robustlens.models.classify import classify, output2prob
+from robustlens.models.layers import capture, get_activations, last_linear, layer_table, resolve_layer
 
 
 def test_softmax_stable_for_huge_logits():

@@ -36,7 +36,6 @@ if importlib.util.find_spec("gradio") is None:
     pytest.skip("needs Gradio (pip install 'robustlens[app]')", allow_module_level=True)
 
 from playwright.sync_api import sync_playwright  # noqa: E402
-
 from tests.conftest import shared_path  # noqa: E402
 
 

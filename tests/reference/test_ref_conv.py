@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
 from ref_helpers import assert_matches_fd, assert_matches_torch
+
 from robustlens.reference.conv import conv1d_backward, conv1d_forward, conv2d_forward
 
 SETTINGS = settings(max_examples=50, deadline=None)

@@ -6,8 +6,8 @@ import time
 
 import numpy as np
 import pytest
-
 from ref_helpers import torch_check_or_skip
+
 from robustlens.reference import network
 from robustlens.reference.gradcheck import TOL_TORCH, rel_err
 

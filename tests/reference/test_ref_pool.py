@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
-
 from ref_helpers import (
     assert_matches_fd,
     assert_matches_torch,
@@ -17,6 +16,7 @@ from ref_helpers import (
     torch_accepts_pool,
     torch_check_or_skip,
 )
+
 from robustlens.reference import pool
 from robustlens.reference.gradcheck import numpy_pass
 

@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 from PIL import Image
 
+from robustlens.checks import parse_number
 from robustlens.errors import UserError
 from robustlens.models import DEFAULT_MODEL, Classifier, create_model
 
@@ -42,12 +43,7 @@ def parse_choice(choice: str | int) -> int:
 
 def parse_eps(text: str | float) -> float:
     """ε from the box: a number or a fraction such as ``4/255``."""
-    from fractions import Fraction
-
-    try:
-        value = float(Fraction(str(text).strip())) if "/" in str(text) else float(text)
-    except (ValueError, ZeroDivisionError):
-        raise UserError(f"ε must be a number or a fraction like 4/255, got {text!r}") from None
+    value = parse_number(text, "ε")
     if not 0 <= value <= 1:
         raise UserError(f"ε is in pixel units [0, 1]; got {value}")
     return value

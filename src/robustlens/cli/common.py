@@ -6,11 +6,11 @@ import argparse
 import contextlib
 import json
 import sys
-from fractions import Fraction
 from pathlib import Path
 
 import torch
 
+from robustlens.checks import parse_number, positive
 from robustlens.errors import UserError
 from robustlens.images import load_pil
 from robustlens.models import DEFAULT_MODEL, Classifier, create_model
@@ -19,11 +19,11 @@ from robustlens.optim import speed
 
 
 def number(text: str) -> float:
-    """A float that may be written as a fraction (``8/255``)."""
+    """argparse type: a finite float that may be written as a fraction (``8/255``)."""
     try:
-        return float(Fraction(text.strip())) if "/" in text else float(text)
-    except (ValueError, ZeroDivisionError):
-        raise argparse.ArgumentTypeError(f"not a number: {text!r} (use e.g. 0.03 or 8/255)") from None
+        return parse_number(text, "value")
+    except UserError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def add_model_args(p: argparse.ArgumentParser, *, default_weights: str | None = None) -> None:
@@ -145,7 +145,5 @@ def progress_enabled(args: argparse.Namespace) -> bool:
 
 
 def check_positive(name: str, value: int | float | None, *, allow_zero: bool = False) -> None:
-    if value is None:
-        return
-    if value < 0 or (value == 0 and not allow_zero):
-        raise UserError(f"{name} must be {'>= 0' if allow_zero else '> 0'}, got {value:g}")
+    """A command's numeric option: see :func:`robustlens.checks.positive`."""
+    positive(name, value, allow_zero=allow_zero)

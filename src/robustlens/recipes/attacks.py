@@ -28,6 +28,7 @@ from robustlens.optim.objectives import (
     Objective,
     Outputs,
 )
+from robustlens.optim.steps import madry_step_size
 from robustlens.optim.threat import ThreatModel, make_threat
 
 LOSSES = ("ce", "logprob", "cw")
@@ -202,11 +203,6 @@ def _pair_targets(x: torch.Tensor, target, device) -> tuple[torch.Tensor, torch.
     return x, t
 
 
-def default_step_size(eps: float, steps: int) -> float:
-    """2.5·ε/steps (Madry et al.): enough to cross the ball 2.5 times, small enough to move precisely."""
-    return 2.5 * eps / steps
-
-
 def attack(
     model: nn.Module,
     images: torch.Tensor,
@@ -229,7 +225,7 @@ def attack(
     """Targeted (``target`` given) or untargeted attack on ``images`` ((C,H,W) or (N,C,H,W) in [0,1]).
 
     Untargeted attacks move away from ``labels`` (default: the model's clean top-1). Several targets for one
-    image are one batch. ``step_size`` defaults to :func:`default_step_size`. With ``quantize`` the result is
+    image are one batch. ``step_size`` defaults to :func:`robustlens.optim.steps.madry_step_size`. With ``quantize`` the result is
     rounded to the 8-bit grid inside the ball (:func:`quantize_in_ball`) and success is checked on the
     rounded image, so a saved PNG reloads and classifies the same; if rounding undoes an example's success,
     the attack resumes from the rounded image (at most twice more, ``steps`` each).
@@ -241,7 +237,7 @@ def attack(
     if loss not in LOSSES:
         raise ValueError(f"unknown loss {loss!r}; use one of {', '.join(LOSSES)}")
     threat = make_threat(norm, eps)
-    step_size = default_step_size(eps, steps) if step_size is None else float(step_size)
+    step_size = madry_step_size(eps, steps) if step_size is None else float(step_size)
     if step_size <= 0 and eps > 0:
         raise ValueError(f"step_size must be > 0, got {step_size}")
     x = _as_batch(images).detach()

@@ -23,14 +23,10 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
+from robustlens.optim.steps import madry_step_size
 from robustlens.robust.distributed import Context, all_reduce_sum
 
 SEED_STRIDE = 1009
-
-
-def default_step_size(eps: float, steps: int) -> float:
-    """Madry et al.'s rule: 2.5·ε / steps (so the walk can cross the ball and back)."""
-    return 2.5 * eps / max(steps, 1)
 
 
 @dataclass
@@ -112,7 +108,7 @@ def evaluate_robustness(
     progress: bool = False,
 ) -> RobustnessResult:
     """Clean and PGD robust accuracy of ``model`` (eval mode) on ``dataset`` (items ``(image, label)``), for each
-    ``eps`` (sorted ascending; 0 means clean). ``step_size`` defaults to :func:`default_step_size` per ε.
+    ``eps`` (sorted ascending; 0 means clean). ``step_size`` defaults to :func:`robustlens.optim.steps.madry_step_size` per ε.
     Under ``ctx`` with K processes each takes every K-th batch and the counts are summed (see module doc)."""
     from tqdm.auto import tqdm
 
@@ -125,7 +121,7 @@ def evaluate_robustness(
         raise ValueError(f"eps must be >= 0, got {eps}")
     if steps < 1 or restarts < 1 or batch_size < 1:
         raise ValueError("steps, restarts and batch_size must be at least 1")
-    sizes = [step_size if step_size is not None else default_step_size(e, steps) for e in eps]
+    sizes = [step_size if step_size is not None else madry_step_size(e, steps) for e in eps]
     t0 = time.perf_counter()
     modes = _modes(model)
     model.eval()

@@ -36,6 +36,7 @@ from torch import nn
 
 from robustlens.errors import UserError
 from robustlens.models.checkpoints import read_metadata, save_weights
+from robustlens.optim.steps import madry_step_size
 from robustlens.robust.distributed import Context, all_reduce_sum, barrier
 
 METHODS = ("standard", "pgd", "fast", "trades")
@@ -86,7 +87,7 @@ class TrainConfig:
     def attack_step_size(self, eps: float) -> float:
         if self.step_size is not None:
             return self.step_size
-        return {"pgd": 2.5 * eps / self.steps, "fast": 1.25 * eps, "trades": eps / 4}.get(self.method, 0.0)
+        return {"pgd": madry_step_size(eps, self.steps), "fast": 1.25 * eps, "trades": eps / 4}.get(self.method, 0.0)
 
     def to_dict(self) -> dict:
         return asdict(self)
