@@ -56,12 +56,16 @@ SCHEDULES: dict[str, type[Constant] | type[Cosine]] = {"constant": Constant, "co
 
 
 class StepRule(Protocol):
-    """A step rule: ``start`` sets up per-example state for a run over ``z`` (N, ...); ``step`` returns the
-    next (unprojected) iterate; ``keep`` drops state rows (early-stopped examples leave the batch)."""
+    """A step rule. ``start(z, steps)`` sets up per-example state for a run over ``z`` (N, ...);
+    ``step(z, grad, loss=, t=, threat=, x0=)`` returns the next iterate from the current one, the gradient of
+    each example's loss (N, ...) and the loss itself (N,) at step ``t`` (the engine projects the result onto
+    ``threat`` around ``x0``; a rule that needs projected intermediate points, e.g. with momentum, projects
+    them itself); ``keep(rows)`` drops state rows when early-stopped examples leave the batch."""
 
     def start(self, z: torch.Tensor, steps: int) -> None: ...
 
-    def step(self, z: torch.Tensor, grad: torch.Tensor, t: int, threat: ThreatModel) -> torch.Tensor: ...
+    def step(self, z: torch.Tensor, grad: torch.Tensor, *, loss: torch.Tensor, t: int, threat: ThreatModel,
+             x0: torch.Tensor) -> torch.Tensor: ...
 
     def keep(self, rows: torch.Tensor) -> None: ...
 
@@ -77,7 +81,8 @@ class SteepestStep:
     def start(self, z: torch.Tensor, steps: int) -> None:
         self.steps = steps
 
-    def step(self, z: torch.Tensor, grad: torch.Tensor, t: int, threat: ThreatModel) -> torch.Tensor:
+    def step(self, z: torch.Tensor, grad: torch.Tensor, *, loss: torch.Tensor, t: int, threat: ThreatModel,
+             x0: torch.Tensor) -> torch.Tensor:
         return z - self.size * self.schedule(t, self.steps) * threat.ascent_direction(grad, z)
 
     def keep(self, rows: torch.Tensor) -> None:
@@ -102,7 +107,8 @@ class Adam:
     def start(self, z: torch.Tensor, steps: int) -> None:
         self.m, self.v, self.t, self.steps = torch.zeros_like(z), torch.zeros_like(z), 0, steps
 
-    def step(self, z: torch.Tensor, grad: torch.Tensor, t: int, threat: ThreatModel) -> torch.Tensor:
+    def step(self, z: torch.Tensor, grad: torch.Tensor, *, loss: torch.Tensor, t: int, threat: ThreatModel,
+             x0: torch.Tensor) -> torch.Tensor:
         self.t += 1
         self.m.mul_(self.b1).add_(grad, alpha=1 - self.b1)
         self.v.mul_(self.b2).addcmul_(grad, grad, value=1 - self.b2)
