@@ -79,20 +79,23 @@ class GradCAM:
         cam = F.relu((self._weights(act, grad) * act).sum(1, keepdim=True))  # (N,1,h,w)
         return F.interpolate(cam, size=x.shape[-2:], mode="bilinear", align_corners=False)   # (N,1,H,W)
 
-    @staticmethod
-    def _weights(act: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
+    def _weights(self, act: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
         return grad.mean(dim=(2, 3), keepdim=True)                           # (N,K,1,1)
 
 
 class GradCAMPlusPlus(GradCAM):
     """Grad-CAM++: α_k = Σ_ij a_ij^k ReLU(g_ij^k), a = g² / (2g² + Σ_ij A_ij^k · g³) (the closed form for an
-    exponential score, as in the paper and pytorch-grad-cam)."""
+    exponential score, as in the paper and pytorch-grad-cam). ``eps`` is added to the denominator (0: the
+    formula as published, a zero denominator giving a = 0; pytorch-grad-cam adds 1e-6)."""
 
     name = "gradcampp"
 
-    @staticmethod
-    def _weights(act: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
+    def __init__(self, model: nn.Module, layer: str | None = None, *, batch_size: int = 32, eps: float = 0.0):
+        super().__init__(model, layer, batch_size=batch_size)
+        self.eps = float(eps)
+
+    def _weights(self, act: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:   # type: ignore[override]
         g2, g3 = grad.pow(2), grad.pow(3)                                    # (N,K,h,w)
-        denom = 2 * g2 + act.sum(dim=(2, 3), keepdim=True) * g3
+        denom = 2 * g2 + act.sum(dim=(2, 3), keepdim=True) * g3 + self.eps
         a = torch.where(grad != 0, g2 / torch.where(denom != 0, denom, torch.ones_like(denom)), torch.zeros_like(g2))
         return (a * F.relu(grad)).sum(dim=(2, 3), keepdim=True)              # (N,K,1,1)

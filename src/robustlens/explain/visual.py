@@ -41,12 +41,12 @@ def _panel(ax, image: torch.Tensor, maps: torch.Tensor, style: str, percentile: 
     """Draw one map (C,H,W) of one image in ``style``: ``abs``, ``signed`` or ``overlay``."""
     m = maps.unsqueeze(0)
     if style == "signed":
-        ax.imshow(clip_normalise(reduce_channels(m, "signed"), percentile, signed=True)[0].cpu(), cmap="bwr",
+        ax.imshow(clip_normalise(reduce_channels(m, "signed"), percentile, signed=True)[0].cpu().numpy(), cmap="bwr",
                   vmin=-1, vmax=1)
     elif style == "overlay":
         ax.imshow(overlay(image, clip_normalise(reduce_channels(m, "abs"), percentile)[0]))
     else:
-        ax.imshow(clip_normalise(reduce_channels(m, "abs"), percentile)[0].cpu(), cmap="gray", vmin=0, vmax=1)
+        ax.imshow(clip_normalise(reduce_channels(m, "abs"), percentile)[0].cpu().numpy(), cmap="gray", vmin=0, vmax=1)
 
 
 def plot_grid(rows: Sequence[tuple[str, torch.Tensor, dict[str, torch.Tensor]]], path: str | Path, *,
