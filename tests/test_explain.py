@@ -251,3 +251,24 @@ def test_cli_bad_input_one_line_exit_2(tmp_path, capsys, args):
     code, stdout, err = _run(argv, capsys)
     assert code == 2 and stdout == "" and len(err.strip().splitlines()) == 1, err
     assert not out.exists()
+
+
+def test_ig_chunking_does_not_change_the_result():
+    m, x = tiny(), images()
+    t = torch.tensor([0, 1, 2])
+    whole = IntegratedGradients(m, batch_size=64).attribute(x, t, steps=8)
+    split = IntegratedGradients(m, batch_size=3).attribute(x, t, steps=8)       # steps of one image split
+    assert rel(split.maps, whole.maps) < 1e-5
+    assert torch.allclose(split.completeness_error, whole.completeness_error, atol=1e-5)
+
+
+def test_explain_api_two_models_to_dict(tmp_path):
+    from robustlens.explain import explain
+
+    x = images(1, 64)
+    res = explain(x, models="imagenette_resnet_standard,imagenette_resnet_robust", methods="saliency,gradcam",
+                  target="tench", out=tmp_path / "o")
+    d = res.to_dict()
+    assert [m["targets"][0]["name"] for m in d["models"]] == ["tench", "tench"]
+    assert d["files"] == ["image0_explain.png"] and (tmp_path / "o" / "image0_explain.png").exists()
+    json.dumps(d, allow_nan=False)

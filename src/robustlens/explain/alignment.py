@@ -32,12 +32,18 @@ def sobel_edges(x: torch.Tensor) -> torch.Tensor:
 
 
 def edge_alignment(model: nn.Module, x: torch.Tensor, target: TargetSpec = None) -> dict[str, np.ndarray]:
-    """Per image (N,): Spearman and SSIM between Σ_c|∂f_c/∂x_c| and the Sobel edge map of x; also the
-    saliency maps themselves (``"maps"``, (N,H,W))."""
+    """Per image (N,): Spearman and SSIM between Σ_c|∂f_c/∂x_c| and the Sobel edge map of x; ``cosine``, the
+    alignment of Etmann et al. (2019), |⟨x − x̄, g⟩| / (‖x − x̄‖ ‖g‖) with x̄ each image's per-channel mean and g
+    the signed gradient; also the saliency maps themselves (``"maps"``, (N,H,W))."""
     x = check_images(x)
-    sal = reduce_channels(Saliency(model).attribute(x, resolve_targets(model, x, target)).maps, "abs")
+    grad = Saliency(model).attribute(x, resolve_targets(model, x, target)).maps            # (N,C,H,W)
+    sal = reduce_channels(grad, "abs")
     edges = sobel_edges(x)
-    return {"spearman": spearman(sal, edges), "ssim": ssim(sal, edges), "maps": sal}
+    centred = (x - x.mean(dim=(2, 3), keepdim=True)).flatten(1)
+    g = grad.flatten(1)
+    cosine = (centred * g).sum(1).abs() / (centred.norm(dim=1) * g.norm(dim=1)).clamp_min(1e-30)
+    return {"spearman": spearman(sal, edges), "ssim": ssim(sal, edges), "cosine": cosine.double().cpu().numpy(),
+            "maps": sal}
 
 
 def _stats(v: np.ndarray) -> dict:
@@ -59,9 +65,10 @@ def robust_vs_standard(models: Sequence[tuple[str, nn.Module]], x: torch.Tensor,
         out["models"][label] = {k: {**_stats(v), "per_image": v.tolist()} for k, v in r.items()}
     first = models[0][0]
     for label in list(out["models"])[1:]:
-        diff = np.asarray(out["models"][label]["spearman"]["per_image"]) - \
-            np.asarray(out["models"][first]["spearman"]["per_image"])
-        out[f"spearman_{label}_minus_{first}"] = {**_stats(diff), "fraction_positive": float((diff > 0).mean())}
+        for metric in ("spearman", "ssim", "cosine"):
+            diff = np.asarray(out["models"][label][metric]["per_image"]) - \
+                np.asarray(out["models"][first][metric]["per_image"])
+            out[f"{metric}_{label}_minus_{first}"] = {**_stats(diff), "fraction_positive": float((diff > 0).mean())}
     if figure:
         out["figure"] = _plot(x[:show], maps, Path(figure), out).name
     return out
@@ -74,7 +81,8 @@ def _plot(x: torch.Tensor, maps: dict[str, torch.Tensor], path: Path, stats: dic
     import matplotlib.pyplot as plt
 
     rows = [("image", None), ("Sobel edges", clip_normalise(sobel_edges(x)))]
-    rows += [(f"{k}\n|saliency| ρ={stats['models'][k]['spearman']['mean']:.2f}", clip_normalise(m))
+    rows += [(f"{k} |saliency|\nρ={stats['models'][k]['spearman']['mean']:.2f} "
+              f"cos={stats['models'][k]['cosine']['mean']:.2f}", clip_normalise(m))
              for k, m in maps.items()]
     fig, axes = plt.subplots(len(rows), x.shape[0], figsize=(1.8 * x.shape[0], 1.9 * len(rows)), squeeze=False)
     for r, (label, m) in enumerate(rows):
@@ -87,7 +95,8 @@ def _plot(x: torch.Tensor, maps: dict[str, torch.Tensor], path: Path, stats: dic
             ax.set_xticks([])
             ax.set_yticks([])
         axes[r, 0].set_ylabel(label, fontsize=7)
-    fig.suptitle("|saliency| vs the image's Sobel edges (ρ: mean Spearman over all images)", fontsize=9)
+    fig.suptitle("|saliency| vs the image's Sobel edges (means over all images; ρ: Spearman with the edges, "
+                 "cos: |cosine| of gradient and centred image)", fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
