@@ -174,7 +174,7 @@ def test_sanity_check_never_modifies_the_model():
     assert units == ["fc", "features.4", "features.3", "features.1", "features.0"][:len(units)] or units[0] == "fc"
     r = randomised(m, units[:1])
     assert not torch.equal(r.fc.weight, m.fc.weight) and torch.equal(r.features[0].weight, m.features[0].weight)
-    res = sanity_check(m, x, methods="saliency,gradcam", threshold=0.3)
+    res = sanity_check(m, x, methods="saliency,gradcam")
     assert all(torch.equal(v, m.state_dict()[k]) for k, v in before.items())
     assert res.stages == units and set(res.verdict) == {"saliency", "gradcam"}
     rows = res.spearman["cascading"]["saliency"]

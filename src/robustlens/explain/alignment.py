@@ -58,10 +58,10 @@ def robust_vs_standard(models: Sequence[tuple[str, nn.Module]], x: torch.Tensor,
     image, edges, then |saliency| of each model, for the first ``show`` images)."""
     x = check_images(x)
     out: dict = {"n": int(x.shape[0]), "models": {}}
-    maps = {}
+    maps: dict[str, torch.Tensor] = {}
     for label, model in models:
         r = edge_alignment(model, x, target)
-        maps[label] = r.pop("maps")[:show]
+        maps[label] = torch.as_tensor(r.pop("maps")[:show])
         out["models"][label] = {k: {**_stats(v), "per_image": v.tolist()} for k, v in r.items()}
     first = models[0][0]
     for label in list(out["models"])[1:]:

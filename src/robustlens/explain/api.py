@@ -17,6 +17,7 @@ from robustlens.explain.faithfulness import Curves, deletion_insertion
 from robustlens.explain.methods import DEFAULT_METHODS, attribute, parse_methods
 from robustlens.explain.sanity import SanityResult, plot_sanity, sanity_check
 from robustlens.explain.visual import plot_grid
+from robustlens.models.preprocess import PreprocessConfig
 
 ImageSpec = str | Path | Image.Image | torch.Tensor
 
@@ -89,9 +90,11 @@ def _inputs(images: ImageSpec | Sequence[ImageSpec], model: nn.Module) -> torch.
     items = [images] if isinstance(images, (str, Path, Image.Image)) else list(images)
     if not items:
         raise UserError("give at least one image")
-    pil = [i if isinstance(i, Image.Image) else load_pil(i) for i in items]
+    pil = [i if isinstance(i, Image.Image) else load_pil(i) for i in items]  # type: ignore[arg-type]
     device = next(model.parameters()).device
-    return torch.stack([preprocess(p, model.config) for p in pil]).to(device)
+    config = model.config
+    assert isinstance(config, PreprocessConfig), "a robustlens Classifier (with .config) is needed for image files"
+    return torch.stack([preprocess(p, config) for p in pil]).to(device)
 
 
 def _labels(images: ImageSpec | Sequence[ImageSpec]) -> list[str]:
@@ -118,11 +121,11 @@ def explain(images: ImageSpec | Sequence[ImageSpec], *, models: ModelSpec = None
     inputs = [_inputs(images, m) for m in loaded]                       # every input checked before any work
     if out is not None and Path(out).exists() and not Path(out).is_dir():
         raise UserError(f"out {out} exists and is not a folder")
-    targets = [None] * len(loaded)
+    targets: list[int | str | None] = [None] * len(loaded)
     if target is not None:
         from robustlens.robust.compare import check_same_target
 
-        targets = check_same_target(loaded, str(target)) if len(loaded) > 1 else [target]
+        targets = list(check_same_target(loaded, str(target))) if len(loaded) > 1 else [target]
     result = ExplainResult(images=_labels(images), models=[])
     for model, x, t in zip(loaded, inputs, targets):
         attrs = {m: attribute(m, model, x, t, **options) for m in names}

@@ -94,7 +94,7 @@ class GradCAMPlusPlus(GradCAM):
         super().__init__(model, layer, batch_size=batch_size)
         self.eps = float(eps)
 
-    def _weights(self, act: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:   # type: ignore[override]
+    def _weights(self, act: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
         g2, g3 = grad.pow(2), grad.pow(3)                                    # (N,K,h,w)
         denom = 2 * g2 + act.sum(dim=(2, 3), keepdim=True) * g3 + self.eps
         a = torch.where(grad != 0, g2 / torch.where(denom != 0, denom, torch.ones_like(denom)), torch.zeros_like(g2))

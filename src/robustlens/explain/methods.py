@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 from torch import nn
 
@@ -19,7 +21,7 @@ OPTIONS = {"smoothgrad": ("samples", "sigma", "squared", "noise", "generator"),
            "ig": ("steps", "rule", "baseline", "generator"), "gradcam": ("layer",), "gradcampp": ("layer",)}
 
 
-def parse_methods(text: str | list[str] | tuple[str, ...]) -> list[str]:
+def parse_methods(text: str | Sequence[str]) -> list[str]:
     """``"saliency,ig"`` or ``"all"`` (the default set plus Guided Backprop) → method names, checked."""
     names = [s.strip() for s in text.split(",")] if isinstance(text, str) else list(text)
     names = [n for n in names if n]

@@ -75,8 +75,8 @@ def _human(result: dict) -> str:
                 extra += f"  deletion AUC {f['mean_deletion_auc']:.3f} insertion AUC {f['mean_insertion_auc']:.3f}"
             lines.append(f"  {name:<16}{extra}")
         if "sanity" in m:
-            lines.append("  sanity (cascading randomisation, final mean Spearman): " + ", ".join(
-                f"{k} {v:.2f} {m['sanity']['verdict'][k]}" for k, v in m["sanity"]["final_spearman"].items()))
+            lines.append("  sanity (cascading randomisation, mean Spearman over the cascade): " + ", ".join(
+                f"{k} {v:.2f} {m['sanity']['verdict'][k]}" for k, v in m["sanity"]["cascade_mean_spearman"].items()))
     return "\n".join(lines)
 
 
