@@ -57,7 +57,8 @@ def main() -> int:
         s = report["models"][k]
         print(f"{k:<8} Spearman(|saliency|, Sobel) {s['spearman']['mean']:.3f} ± {s['spearman']['sd']:.3f}   "
               f"SSIM {s['ssim']['mean']:.3f} ± {s['ssim']['sd']:.3f}", file=sys.stderr)
-        print(f"{'':<8} alignment |cos(x − x̄, ∇f)| {s['cosine']['mean']:.4f} ± {s['cosine']['sd']:.4f}", file=sys.stderr)
+        c = s["cosine"]
+        print(f"{'':<8} alignment |cos(x − x̄, ∇f)| {c['mean']:.4f} ± {c['sd']:.4f}", file=sys.stderr)
     for metric in ("spearman", "ssim", "cosine"):
         d = report[f"{metric}_robust_minus_standard"]
         print(f"{metric} robust − standard (paired): {d['mean']:.4f} ± {d['sd']:.4f}, higher on "

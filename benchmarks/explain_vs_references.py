@@ -7,7 +7,8 @@ for the comparison).
 Relative difference, per image: max_i |ours_i − ref_i| / max_i |ref_i|; the figure reported is the maximum
 over images, under two speed settings: ``plain`` (the model as it is, NCHW: the same maths as the
 references) and ``fast`` (the defaults: BatchNorm folded into a private copy, channels-last; equal up to float
-rounding, which can flip a ReLU at a degenerate input such as the all-black baseline). Target: ≤ 1e-4. Two known differences are reported beside, not hidden: Captum's
+rounding, which can flip a ReLU at a degenerate input such as the all-black baseline). Target: ≤ 1e-4.
+Two known differences are reported beside, not hidden: Captum's
 ``riemann_trapezoid`` weights sum to (n−1)/n (ours: the composite trapezoid rule, Σ = 1), so it is compared
 after scaling ours by (n−1)/n; pytorch-grad-cam's GradCAM++ adds ε = 1e-6 to a denominator (compared with
 and without the same ε). ``max_relative_difference`` covers the like-for-like comparisons.
@@ -127,7 +128,8 @@ def main() -> int:
     if (SHARED / "data" / "nips17").exists():
         x = torch.stack([preprocess(load_pil(r[0]), model.config) for r in nips17_rows(limit=args.n)])
     else:
-        x = torch.rand(args.n, 3, model.config.input_size, model.config.input_size, generator=torch.Generator().manual_seed(0))
+        size = model.config.input_size
+        x = torch.rand(args.n, 3, size, size, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         t = model(x).argmax(1)
     report: dict = {"model": args.model, "n": args.n, "steps": args.steps, "targets": t.tolist()}

@@ -194,6 +194,7 @@ def test_deletion_insertion_end_points():
     assert c.deletion_auc.shape == (2,)
 
 
+@pytest.mark.slow  # imports Captum and pytorch-grad-cam (cv2); the comparisons themselves take a second
 def test_matches_captum_and_pytorch_grad_cam():
     pytest.importorskip("captum")
     pytest.importorskip("pytorch_grad_cam")
