@@ -28,11 +28,13 @@ _MODULES = {
     "robustlens.robust": ("TrainConfig", "compare_models", "evaluate_robustness", "open_dataset", "parse_data_spec",
                           "train"),
     "robustlens.images": ("load_image", "save_image"),
+    "robustlens.explain": ("explain",),
 }
 _EXPORTS = {name: module for module, names in _MODULES.items() for name in names}
 
 __all__ = ["Classifier", "Targeted", "TrainConfig", "Untargeted", "attack", "classify", "compare_models",
-           "create_model", "dream", "evaluate_robustness", "fgsm", "get_activations", "invert", "layer_table",
+           "create_model", "dream", "evaluate_robustness", "explain", "fgsm", "get_activations", "invert",
+           "layer_table",
            "list_models", "load_image", "load_weights", "make_threat", "open_dataset", "optimize", "output2prob",
            "parse_data_spec", "pgd", "resolve_class", "save_image", "save_weights", "train", "visualize"]
 
@@ -51,6 +53,7 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:
+    from robustlens.explain import explain
     from robustlens.images import load_image, save_image
     from robustlens.models import (
         Classifier,
