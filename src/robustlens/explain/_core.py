@@ -12,6 +12,7 @@ from torch import nn
 
 from robustlens.errors import UserError
 from robustlens.optim import speed
+from robustlens.optim.prepare import prepare
 
 TargetSpec = int | str | Sequence[int] | torch.Tensor | None
 
@@ -81,18 +82,8 @@ def gradient_model(model: nn.Module, probe: torch.Tensor, *, fast: bool = True) 
     in force (:mod:`robustlens.optim.speed`): the private BatchNorm-folded copy (same logits up to float
     rounding; the model itself is untouched) and channels-last weights. Parameters are frozen in the block.
     ``fast=False`` yields ``model`` itself (needed when hooks on inner layers must run)."""
-    s = speed.current()
-    cl = fast and speed.use_channels_last(model, probe, s.channels_last)
-    run = speed.prepared(model, probe, channels_last=cl) if fast and s.fold_bn else model
-    flags = [(p, p.requires_grad) for p in model.parameters()]
-    for p, _ in flags:
-        p.requires_grad_(False)
-    try:
-        with speed.channels_last_model(run, enabled=cl and run is model):
-            yield run, cl
-    finally:
-        for p, was in flags:
-            p.requires_grad_(was)
+    with prepare(model, probe, speed.current() if fast else speed.PLAIN, hooks=not fast) as net:
+        yield net.net, net.fmt == torch.channels_last
 
 
 def input_gradient(run: nn.Module, x: torch.Tensor, targets: torch.Tensor, *,
