@@ -296,6 +296,8 @@ def test_cli_lists_published_checkpoints(capsys):
     for r in rows:
         assert r["url"].startswith("https://") and r["licence"] and r["citation"] and len(r["mean"]) == 3
         assert registered(r["arch"]) is not None or r["arch"] in torchvision_names()
+    assert pub.standard_counterpart("madry_l2_3") == ("resnet50", "imagenet")
+    assert pub.standard_counterpart("Wong2020Fast") is None
     assert main(["models", "--published"]) == 0
     assert "madry_l2_3" in capsys.readouterr().out
 

@@ -79,19 +79,26 @@ PUBLISHED: dict[str, Published] = {p.name: p for p in [
     _madry("madry_linf_8", "yxn15a9zklz3s8q", "imagenet_linf_8.pt", "Linf eps=8/255"),
     _robustbench("Salman2020Do_R50", "resnet50", "1TmT5oGa1UvVjM3d-XeSj_XmKqBNRUg8r", "imagenet", "Linf eps=4/255",
                  IMAGENET_MEAN, IMAGENET_STD, "Salman et al. Do Adversarially Robust ImageNet Models Transfer Better? "
-                 "NeurIPS 2020", "MIT (microsoft/robust-models-transfer); RobustBench code MIT"),
+                 "NeurIPS 2020", "the authors' (microsoft/robust-models-transfer; not verified here); RobustBench code MIT"),
     _robustbench("Carmon2019Unlabeled", "cifar_wrn28_10", "15tUx-gkZMYx7BfEOw1GY5OKC-jECIsPQ", "cifar10",
                  "Linf eps=8/255", *NO_NORMALISATION, "Carmon et al. Unlabeled Data Improves Adversarial Robustness. "
-                 "NeurIPS 2019", "MIT (yaircarmon/semisup-adv); RobustBench code MIT"),
+                 "NeurIPS 2019", "the authors' (yaircarmon/semisup-adv; not verified here); RobustBench code MIT"),
     _robustbench("Wong2020Fast", "cifar_preactresnet18", "1Re--_lf3jCEw9bnQqGkjw3J7v2tSZKrv", "cifar10",
                  "Linf eps=8/255", CIFAR10_MEAN, CIFAR10_STD, "Wong, Rice, Kolter. Fast is better than free: "
-                 "Revisiting adversarial training. ICLR 2020", "MIT (locuslab/fast_adversarial); RobustBench code MIT"),
+                 "Revisiting adversarial training. ICLR 2020", "the authors' (locuslab/fast_adversarial; not verified here); RobustBench code MIT"),
 ]}
 
 
 def published(name: str) -> Published | None:
     """The entry called ``name`` (exact), or None."""
     return PUBLISHED.get(name)
+
+
+def standard_counterpart(name: str) -> tuple[str, str] | None:
+    """``(model, weights)`` of the standard model to set beside published checkpoint ``name`` (Problem 4(e)(f)):
+    torchvision's ImageNet weights of the same architecture for ImageNet entries; None otherwise."""
+    p = published(name)
+    return (p.arch, "imagenet") if p is not None and p.dataset == "imagenet" else None
 
 
 def list_published() -> list[dict]:
