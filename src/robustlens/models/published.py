@@ -134,7 +134,8 @@ def fetch_published(name: str, *, base_url: str | None = None, progress: bool = 
         return converted
     url = source_url(p, base_url)
     if offline() and not raw.is_file():
-        raise UserError(f"{name} is not in the torch hub cache and downloads are off: {where_to_put(url, raw)}")
+        raise UserError(f"published checkpoint {name} is not in the torch hub cache and downloads are off: "
+                        f"{where_to_put(url, raw)}")
     got = download(url, raw, what=f"published checkpoint {name}", sha256=p.sha256, progress=progress)
     if got.check == "first":
         import sys
