@@ -226,6 +226,15 @@ def test_interrupted_download_is_resumed_with_a_range_request(online, lenet_entr
     assert path.is_file() and not partial.exists()
 
 
+def test_a_file_that_is_no_checkpoint_is_refused_and_removed(online, lenet_entry):
+    entry, _, _ = lenet_entry
+    online.files[entry.filename] = b"not a checkpoint at all" * 100
+    with pytest.raises(UserError, match="cannot read checkpoint .*the download was removed from the cache") as e:
+        pub.fetch_published(entry.name)
+    assert "\n" not in str(e.value)
+    assert cache_files() == []
+
+
 def test_server_without_ranges_restarts_from_zero(online, lenet_entry):
     entry, src, _ = lenet_entry
     data = src.read_bytes()

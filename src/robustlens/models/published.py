@@ -17,7 +17,7 @@ from robustlens.errors import UserError, unknown
 from robustlens.models._registry import register_model
 from robustlens.models.checkpoints import convert_checkpoint
 from robustlens.models.classifier import Classifier, Normalize
-from robustlens.models.hub import download, hub_checkpoints, offline, where_to_put
+from robustlens.models.hub import digest_record, download, hub_checkpoints, offline, where_to_put
 from robustlens.models.preprocess import IMAGENET_MEAN, IMAGENET_STD
 
 BASE_URL_ENV = "ROBUSTLENS_PUBLISHED_URL"
@@ -142,8 +142,15 @@ def fetch_published(name: str, *, base_url: str | None = None, progress: bool = 
 
         print(f"note: {name} has no published SHA-256; recorded {got.sha256} (first download) in "
               f"{raw.name}.sha256.json and checked from now on", file=sys.stderr)
-    return convert_checkpoint(raw, converted, {"published": name, "url": url, "sha256": got.sha256,
-                                               "arch": p.arch, "mean": list(p.mean), "std": list(p.std)})
+    try:
+        return convert_checkpoint(raw, converted, {"published": name, "url": url, "sha256": got.sha256,
+                                                   "arch": p.arch, "mean": list(p.mean), "std": list(p.std)})
+    except UserError as e:
+        if got.check != "first":
+            raise
+        raw.unlink()  # a file that is not a checkpoint must not become the trusted first download
+        digest_record(raw).unlink(missing_ok=True)
+        raise UserError(f"{e}; the download was removed from the cache") from None
 
 
 def load_published(name: str, arch: str | None = None, *, base_url: str | None = None) -> Classifier:
