@@ -19,8 +19,8 @@ DEFAULT_MODEL = "efficientnet_lite0"
 
 def list_models(include_torchvision: bool = True) -> list[dict]:
     """Registered models, then torchvision classification models (and a note on timm)."""
-    rows = [{"name": e.name, "source": "published" if published(e.name) else "robustlens", "description": e.description,
-             "default_weights": e.default_weights} for e in entries()]
+    rows = [{"name": e.name, "source": "published" if published(e.name) else "robustlens",
+             "description": e.description, "default_weights": e.default_weights} for e in entries()]
     if include_torchvision:
         rows += [{"name": n, "source": "torchvision", "description": "torchvision classification model",
                   "default_weights": "imagenet"} for n in torchvision_names()]
