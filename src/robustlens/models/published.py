@@ -67,7 +67,8 @@ def _madry(name: str, file_id: str, filename: str, threat: str) -> Published:
 
 
 def _robustbench(name: str, arch: str, file_id: str, dataset: str, threat: str, mean, std, cite: str,
-                 licence: str) -> Published:
+                 repo: str) -> Published:
+    licence = f"the authors' ({repo}; not verified here); RobustBench code MIT"
     return Published(name=name, arch=arch, url=_gdrive(file_id), filename=f"robustbench_{name}.pt", dataset=dataset,
                      threat=threat, mean=tuple(mean), std=tuple(std), licence=licence,
                      citation=f"{cite}; via {_RB_CITATION}", page="https://github.com/RobustBench/robustbench")
@@ -79,13 +80,13 @@ PUBLISHED: dict[str, Published] = {p.name: p for p in [
     _madry("madry_linf_8", "yxn15a9zklz3s8q", "imagenet_linf_8.pt", "Linf eps=8/255"),
     _robustbench("Salman2020Do_R50", "resnet50", "1TmT5oGa1UvVjM3d-XeSj_XmKqBNRUg8r", "imagenet", "Linf eps=4/255",
                  IMAGENET_MEAN, IMAGENET_STD, "Salman et al. Do Adversarially Robust ImageNet Models Transfer Better? "
-                 "NeurIPS 2020", "the authors' (microsoft/robust-models-transfer; not verified here); RobustBench code MIT"),
+                 "NeurIPS 2020", "microsoft/robust-models-transfer"),
     _robustbench("Carmon2019Unlabeled", "cifar_wrn28_10", "15tUx-gkZMYx7BfEOw1GY5OKC-jECIsPQ", "cifar10",
                  "Linf eps=8/255", *NO_NORMALISATION, "Carmon et al. Unlabeled Data Improves Adversarial Robustness. "
-                 "NeurIPS 2019", "the authors' (yaircarmon/semisup-adv; not verified here); RobustBench code MIT"),
+                 "NeurIPS 2019", "yaircarmon/semisup-adv"),
     _robustbench("Wong2020Fast", "cifar_preactresnet18", "1Re--_lf3jCEw9bnQqGkjw3J7v2tSZKrv", "cifar10",
                  "Linf eps=8/255", CIFAR10_MEAN, CIFAR10_STD, "Wong, Rice, Kolter. Fast is better than free: "
-                 "Revisiting adversarial training. ICLR 2020", "the authors' (locuslab/fast_adversarial; not verified here); RobustBench code MIT"),
+                 "Revisiting adversarial training. ICLR 2020", "locuslab/fast_adversarial"),
 ]}
 
 
