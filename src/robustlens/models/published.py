@@ -84,7 +84,7 @@ PUBLISHED: dict[str, Published] = {p.name: p for p in [
     _robustbench("Carmon2019Unlabeled", "cifar_wrn28_10", "15tUx-gkZMYx7BfEOw1GY5OKC-jECIsPQ", "cifar10",
                  "Linf eps=8/255", *NO_NORMALISATION, "Carmon et al. Unlabeled Data Improves Adversarial Robustness. "
                  "NeurIPS 2019", "yaircarmon/semisup-adv"),
-    _robustbench("Wong2020Fast", "cifar_preactresnet18", "1Re--_lf3jCEw9bnQqGkjw3J7v2tSZKrv", "cifar10",
+    _robustbench("Wong2020Fast", "cifar_preactresnet18_rb", "1Re--_lf3jCEw9bnQqGkjw3J7v2tSZKrv", "cifar10",
                  "Linf eps=8/255", CIFAR10_MEAN, CIFAR10_STD, "Wong, Rice, Kolter. Fast is better than free: "
                  "Revisiting adversarial training. ICLR 2020", "locuslab/fast_adversarial"),
 ]}

@@ -1,6 +1,12 @@
-"""CIFAR-10 WideResNets in the layout of TRADES / RobustBench checkpoints (``conv1``, ``block1..3.layer.i`` with
-``bn1``, ``conv1``, ``bn2``, ``conv2``, ``convShortcut``, optional ``sub_block1``, ``bn1``, ``fc``), so their
-state dicts load as they are. ``cifar_wrn28_10``: depth 28, width 10, [0, 1] inputs, no normalisation."""
+"""CIFAR-10 networks as RobustBench defines them, so its checkpoints load as they are and compute what its
+leaderboard measured ([0, 1] inputs; normalisation, where a model has one, is the Classifier's first module):
+
+- ``cifar_wrn28_10``: the TRADES / RobustBench WideResNet-28-10 (``conv1``, ``block1..3.layer.i`` with ``bn1``,
+  ``conv1``, ``bn2``, ``conv2``, ``convShortcut``, Carmon et al.'s unused ``sub_block1``, ``bn1``, ``fc``);
+- ``cifar_preactresnet18_rb``: RobustBench's ``PreActResNet(PreActBlock, [2, 2, 2, 2])`` (Wong2020Fast): the
+  projection shortcut sees the block's raw input and there is no BN-ReLU before ``linear`` — unlike
+  ``cifar_preactresnet18`` (same key names, shortcut on the activated input, final ``bn``).
+"""
 
 from __future__ import annotations
 
@@ -11,6 +17,41 @@ from torch import nn
 from robustlens.models._registry import register_model
 from robustlens.models.classifier import Classifier
 from robustlens.models.small import CIFAR10_CLASSES, CIFAR_CONFIG, _build
+
+
+class RBPreActBlock(nn.Module):
+    """BN-ReLU-conv3×3(stride)-BN-ReLU-conv3×3 plus the raw input (or its 1×1 projection ``shortcut.0``)."""
+
+    def __init__(self, cin: int, cout: int, stride: int):
+        super().__init__()
+        self.bn1 = nn.BatchNorm2d(cin)
+        self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(cout)
+        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
+        if stride != 1 or cin != cout:
+            self.shortcut = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        skip = self.shortcut(x) if hasattr(self, "shortcut") else x
+        return self.conv2(F.relu(self.bn2(self.conv1(F.relu(self.bn1(x)))))) + skip
+
+
+class RBPreActResNet18(nn.Module):
+    """(N, 3, 32, 32) -> (N, classes): ``conv1``, ``layer1..4`` (two blocks each), 4×4 average pool, ``linear``."""
+
+    def __init__(self, num_classes: int = 10):
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 64, 3, 1, 1, bias=False)
+        cin = 64
+        for i, w in enumerate((64, 128, 256, 512)):
+            setattr(self, f"layer{i + 1}", nn.Sequential(RBPreActBlock(cin, w, 1 if i == 0 else 2),
+                                                         RBPreActBlock(w, w, 1)))
+            cin = w
+        self.linear = nn.Linear(512, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.layer4(self.layer3(self.layer2(self.layer1(self.conv1(x)))))  # (N, 512, 4, 4)
+        return self.linear(F.adaptive_avg_pool2d(out, 1).flatten(1))
 
 
 class WideBlock(nn.Module):
@@ -72,4 +113,11 @@ class WideResNet(nn.Module):
                 default_weights="none")
 def cifar_wrn28_10(weights: str, seed: int) -> Classifier:
     return _build("cifar_wrn28_10", lambda: WideResNet(28, 10, sub_block1=True), CIFAR_CONFIG, weights, seed,
+                  class_names=CIFAR10_CLASSES)
+
+
+@register_model("cifar_preactresnet18_rb", "CIFAR-10 PreAct ResNet-18 as RobustBench defines it (Wong2020Fast), "
+                "32px, [0,1]", default_weights="none")
+def cifar_preactresnet18_rb(weights: str, seed: int) -> Classifier:
+    return _build("cifar_preactresnet18_rb", RBPreActResNet18, CIFAR_CONFIG, weights, seed,
                   class_names=CIFAR10_CLASSES)
