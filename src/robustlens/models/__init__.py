@@ -5,7 +5,7 @@ Importing this package registers the built-in families (:mod:`~robustlens.models
 :mod:`~robustlens.models.small`); torchvision and timm models are found by name in :func:`create_model`.
 """
 
-from robustlens.models import lite, small  # noqa: F401  (the families register themselves)
+from robustlens.models import lite, published, robustbench_nets, small  # noqa: F401  (the families register themselves)
 from robustlens.models.checkpoints import load_weights, save_weights
 from robustlens.models.classifier import Classifier, SubsetClassifier
 from robustlens.models.classify import Prediction, classify, output2prob, topk
