@@ -50,7 +50,9 @@ class RBPreActResNet18(nn.Module):
         self.linear = nn.Linear(512, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.layer4(self.layer3(self.layer2(self.layer1(self.conv1(x)))))  # (N, 512, 4, 4)
+        out = self.conv1(x)
+        for i in range(1, 5):
+            out = getattr(self, f"layer{i}")(out)  # (N, 512, 4, 4) after layer4
         return self.linear(F.adaptive_avg_pool2d(out, 1).flatten(1))
 
 
