@@ -1,0 +1,39 @@
+"""The robust-vs-standard figure of a synthesis task: the starts (and the originals, when the task hides or
+degrades them) in the first rows, then one row per model, same columns."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+from robustlens.plots import image_grid
+from robustlens.recipes.synthesis.tasks import SynthesisResult
+
+
+def comparison_figure(results: dict[str, SynthesisResult], path: str | Path, *, columns: int = 8,
+                      originals: torch.Tensor | None = None, class_name: Callable[[int], str] | None = None,
+                      title: str = "") -> Path:
+    """Write a PNG grid to ``path``: row "start" (the common start of every result: same seeds, same inputs),
+    row "original" when ``originals`` (N,C,H,W) is given, then one row per entry of ``results`` (label →
+    result), each showing its first ``columns`` images titled with the model's top-1 (``class_name``) and, for
+    targeted tasks, p(target)."""
+    first = next(iter(results.values()))
+    n = min(columns, len(first.images))
+    name = class_name or str
+    images: list[torch.Tensor] = []
+    titles: list[str] = []
+    rows = [("start", first.starts)] + ([("original", originals)] if originals is not None else [])
+    for label, row in rows:
+        images += list(row[:n].cpu())
+        titles += [f"{label}" + (f"\ntarget {name(int(first.targets[i]))}" if first.targets is not None else "")
+                   for i in range(n)]
+    for label, res in results.items():
+        images += list(res.images[:n].cpu())
+        for i in range(n):
+            t = f"{label}: {name(int(res.predicted[i]))}"
+            if res.target_prob is not None:
+                t += f"\np(target) {float(res.target_prob[i]):.2f}"
+            titles.append(t)
+    return image_grid(images, titles, path, ncols=n, suptitle=title or f"{first.task}: " + " vs ".join(results))
