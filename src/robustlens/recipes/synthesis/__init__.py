@@ -3,8 +3,8 @@ super-resolution, image-to-image translation, sketch-to-image and painting with 
 :func:`robustlens.optim.engine.optimize`."""
 
 from robustlens.recipes.synthesis.objectives import (
-    DistanceOutside,
     MaskedChannel,
+    SquaredErrorOutside,
     box_mask,
     fill_mean,
     random_box_masks,
@@ -23,6 +23,6 @@ from robustlens.recipes.synthesis.tasks import (
     translate,
 )
 
-__all__ = ["PROCEDURES", "ClassGaussians", "DistanceOutside", "MaskedChannel", "Procedure", "SynthesisResult",
+__all__ = ["PROCEDURES", "ClassGaussians", "MaskedChannel", "Procedure", "SquaredErrorOutside", "SynthesisResult",
            "box_mask", "class_gaussians", "downsample", "fill_mean", "fit_class_gaussians", "generate", "inpaint",
            "paint_features", "procedure", "random_box_masks", "sketch_to_image", "super_resolve", "translate"]

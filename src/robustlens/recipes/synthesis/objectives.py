@@ -15,27 +15,30 @@ def _per_row(t: torch.Tensor, out: Outputs) -> torch.Tensor:
     return out.rows(t.to(out.x.device))
 
 
-class DistanceOutside(Objective):
-    """‖(x − reference) ⊙ (1 − mask)‖₂ per example (pixel units, not squared): how far the pixels outside the
-    mask moved. ``reference`` (N or 1, C, H, W); ``mask`` (N or 1, 1, H, W). Reports ``outside_l2``."""
+class SquaredErrorOutside(Objective):
+    """mean over all C·H·W entries of ((x − reference) ⊙ (1 − mask))²: how far the pixels outside the mask
+    moved (the published inpainting / painting penalty; a mean, so its scale does not depend on the image
+    size). ``reference`` (N or 1, C, H, W); ``mask`` (N or 1, 1, H, W). Reports ``outside_mse``."""
 
     def __init__(self, reference: torch.Tensor, mask: torch.Tensor):
         self.reference, self.keep = reference.detach(), (1 - mask.detach().float())
 
     def __call__(self, out):
         d = (out.x.float() - _per_row(self.reference, out).float()) * _per_row(self.keep, out)
-        return (d.flatten(1).pow(2).sum(1) + 1e-12).sqrt()  # smooth at 0, where every run starts
+        return d.flatten(1).pow(2).mean(1)
 
     def report(self, out):
-        return {"outside_l2": self(out)}
+        return {"outside_mse": self(out)}
 
     def __repr__(self):
-        return "DistanceOutside"
+        return "SquaredErrorOutside"
 
 
 class MaskedChannel(Objective):
     """loss = −(mean activation of ``channel`` at ``layer`` over the positions inside ``mask``): the mask
-    (N or 1, 1, H, W) is area-resized to the layer's grid and used as weights. Reports ``activation``."""
+    (N or 1, 1, H, W) is area-resized to the layer's grid and used as weights. A layer without a grid ((N,C),
+    or (N,C,1,1) such as ``avgpool``: the published "representation" unit) gives the unit itself. Reports
+    ``activation``."""
 
     def __init__(self, layer: str, channel: int, mask: torch.Tensor):
         self.layer, self.channel, self.mask = layer, int(channel), mask.detach().float()
@@ -43,9 +46,10 @@ class MaskedChannel(Objective):
 
     def activation(self, out: Outputs) -> torch.Tensor:
         a = out.activations[self.layer]
+        if a.dim() == 2:
+            a = a[:, :, None, None]
         if a.dim() != 4:
-            raise UserError(f"layer {self.layer} has no spatial grid (shape {tuple(a.shape[1:])}): paint needs a "
-                            "convolutional layer")
+            raise UserError(f"layer {self.layer} has output shape {tuple(a.shape[1:])}: paint needs (C,H,W) or (C,)")
         if not 0 <= self.channel < a.shape[1]:
             raise UserError(f"layer {self.layer} has {a.shape[1]} channels; channel {self.channel} does not exist")
         w = F.interpolate(_per_row(self.mask, out), size=a.shape[-2:], mode="area")  # (N,1,h,w)

@@ -7,11 +7,11 @@ are for 224 px images and scale here with √(H·W)/224 (:func:`procedure`), the
 task         start                                    objective (minimised)                         ε    step  steps
 ============ ======================================== ============================================= ==== ===== =====
 generate     class-conditional Gaussian seed          −log p(class)                                 40   1     60
-inpaint      hole filled with the per-channel mean    −log p(class) + 10·‖(x − x₀)⊙(1−m)‖₂           21.6 0.1   720
+inpaint      hole filled with the per-channel mean    −log p(class) + 10·mean((x − x₀)⊙(1−m))²        21.6 0.1   720
 superres     low-res image, nearest-upsampled         −log p(class)                                 8    1     40
 translate    image of class A                         −log p(B)                                     80   0.5   200
 sketch       a sketch                                 −log p(class)                                 40   1     60
-paint        the image                                −0.1·act_m(layer:ch) + 90·‖(x − x₀)⊙(1−m)‖₂    70   1     140
+paint        the image                                −0.1·act_m(layer:ch) + 90·mean((x − x₀)⊙(1−m))² 70   1     140
 ============ ======================================== ============================================= ==== ===== =====
 
 Targeted tasks call :func:`robustlens.recipes.attacks.attack` (8-bit result, success re-checked on it);
@@ -36,7 +36,7 @@ from robustlens.optim.engine import optimize
 from robustlens.optim.objectives import Objective, PerRow, parse_channel
 from robustlens.optim.threat import make_threat
 from robustlens.recipes.attacks import attack, class_objective
-from robustlens.recipes.synthesis.objectives import DistanceOutside, MaskedChannel, check_masks, fill_mean
+from robustlens.recipes.synthesis.objectives import MaskedChannel, SquaredErrorOutside, check_masks, fill_mean
 from robustlens.recipes.synthesis.seeds import ClassGaussians
 
 REFERENCE_SIZE = 224  # the published ε are for 224×224 images
@@ -230,7 +230,7 @@ def inpaint(model: nn.Module, images: torch.Tensor, masks: torch.Tensor, *, labe
             step_size: float | None = None, steps: int | None = None, seed: int = 0,
             progress: bool = True) -> SynthesisResult:
     """Fill the holes ``masks`` (1 = hole; (N or 1,1,H,W)) of ``images`` (N or 1,C,H,W): start from the image
-    with the hole mean-filled (:func:`fill_mean`), minimise −log p(label) + ``weight``·‖(x − x₀)⊙(1−m)‖₂ in the
+    with the hole mean-filled (:func:`fill_mean`), minimise −log p(label) + ``weight``·mean((x − x₀)⊙(1−m))² in the
     L2 ball around the start. The pixels of the hole are never read. ``labels`` default to the model's top-1
     on the filled image. With ``paste`` (default) the pixels outside the hole are set back to the input's, so
     they differ from it by at most half an 8-bit level (the rounding); ``extra["outside_change"]`` is the
@@ -239,7 +239,7 @@ def inpaint(model: nn.Module, images: torch.Tensor, masks: torch.Tensor, *, labe
     starts = fill_mean(x, m)
     proc = procedure("inpaint", tuple(x.shape[-2:]), eps=eps, step_size=step_size, steps=steps)
     targets = _judge(model, starts, None)[0] if labels is None else _targets(labels, len(x), x.device)
-    objective = class_objective("logprob", targets, targeted=True) + weight * DistanceOutside(starts, m)
+    objective = class_objective("logprob", targets, targeted=True) + weight * SquaredErrorOutside(starts, m)
     out, history, seconds = _optimised("inpaint", model, starts, objective, proc, seed=seed, progress=progress)
     outside_change = ((out - x).abs() * (1 - m)).flatten(1).amax(1)
     images_out = quantize(m * out + (1 - m) * x if paste else out)
@@ -256,7 +256,7 @@ def paint_features(model: nn.Module, images: torch.Tensor, masks: torch.Tensor, 
                    step_size: float | None = None, steps: int | None = None, seed: int = 0,
                    progress: bool = True) -> SynthesisResult:
     """Paint feature ``"layer:channel"`` (one, or one per row) into the regions ``masks`` (1 = paint there) of
-    ``images``: minimise −a·act_m + b·‖(x − x₀)⊙(1−m)‖₂ with (a, b) = ``weights`` (untargeted), where act_m is
+    ``images``: minimise −a·act_m + b·mean((x − x₀)⊙(1−m))² with (a, b) = ``weights`` (untargeted), where act_m is
     the channel's mean activation over the mask (:class:`MaskedChannel`). ``extra`` has the activation before
     (``activation_start``) and after (``activation``)."""
     x, m = _pair(images, masks)
@@ -265,7 +265,7 @@ def paint_features(model: nn.Module, images: torch.Tensor, masks: torch.Tensor, 
         raise UserError(f"{len(specs)} features for {len(x)} rows: give one, or one per row")
     parts = [MaskedChannel(*parse_channel(s), m) for s in specs]
     act: Objective = parts[0] if len(set(specs)) == 1 else PerRow(list(parts))
-    objective = weights[0] * act + weights[1] * DistanceOutside(x, m)
+    objective = weights[0] * act + weights[1] * SquaredErrorOutside(x, m)
     proc = procedure("paint", tuple(x.shape[-2:]), eps=eps, step_size=step_size, steps=steps)
     before = _activations(model, x, act)
     out, history, seconds = _optimised("paint", model, x, objective, proc, seed=seed, progress=progress)
