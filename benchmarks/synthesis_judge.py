@@ -19,15 +19,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 import time
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-
 from _shared import SHARED, require
+
 from robustlens import metrics
 from robustlens.models import create_model
 from robustlens.models.labels import imagenet_classes
@@ -89,6 +88,11 @@ def run_generate(models, judge, seeds, args) -> dict:
         out[key] = {**judge.scores(res.images, labels), "model_success": float(res.success.float().mean()),
                     "seconds": res.seconds, "settings": res.settings}
     out["seeds"] = judge.scores(next(iter(results.values())).starts, labels)
+    for key, res in results.items():  # each model's samples classified by the other model of the pair
+        other = next(k for k in models if k != key)
+        with torch.inference_mode():
+            pred = models[other](res.images).argmax(1).cpu()
+        out[key][f"{other}_model_top1"] = float((pred == labels).float().mean())
     return {"result": out, "figure": results}
 
 
@@ -152,7 +156,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--tasks", default="generate,inpaint,superres,translate")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--out", default=None, help="JSON file for the results")
+    ap.add_argument("--out", default=None, help="JSON file for the results (tasks already in it and not run now "
+                                                "are kept)")
     ap.add_argument("--figures", default=None, help="folder for synthesis_<task>.png")
     ap.add_argument("--progress", action="store_true")
     args = ap.parse_args(argv)
@@ -180,14 +185,19 @@ def main(argv: list[str] | None = None) -> int:
         print(task, json.dumps(done["result"], default=str)[:1500], flush=True)
         if args.figures:
             Path(args.figures).mkdir(parents=True, exist_ok=True)
+            pick = [k * args.samples for k in range(10)] if task == "generate" else None  # one per class
             comparison_figure(done["figure"], Path(args.figures) / f"synthesis_{task}.png",
                               originals=None if task in ("generate", "translate") else x,
-                              class_name=first.class_name, columns=10)
+                              class_name=first.class_name, columns=10, pick=pick)
     report["wall_seconds"] = time.perf_counter() - t0
     text = json.dumps(report, indent=2, allow_nan=False)
-    if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(text + "\n")
+    if args.out:  # tasks run before and not rerun now are kept
+        path = Path(args.out)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if path.is_file():
+            report = {**json.loads(path.read_text()), **report}
+            text = json.dumps(report, indent=2, allow_nan=False)
+        path.write_text(text + "\n")
     print(json.dumps({k: report[k] for k in ("real_val", "wall_seconds")}))
     return 0
 

@@ -226,7 +226,11 @@ def _run(name: str, args: argparse.Namespace) -> int:
              f"{res.settings['step_size']:.3g}, {res.settings['steps']} steps, {res.seconds:.1f} s"]
     for i, r in enumerate(rows):
         goal = f"target {model.class_name(r['target'])}: p={r['target_prob']:.3f}, " if "target" in r else ""
-        lines.append(f"  [{i}] {goal}top-1 {model.class_name(r['predicted'])}, L2 change {r['l2']:.2f}")
+        painted = f", activation {r['activation_start']:.3g} -> {r['activation']:.3g}" if "activation" in r else ""
+        lines.append(f"  [{i}] {goal}top-1 {model.class_name(r['predicted'])}, L2 change {r['l2']:.2f}{painted}")
+        if painted and r["activation_start"] == 0 and r["activation"] == 0:
+            lines.append("      the unit is 0 in the region, so it passes no gradient (ReLU): pick a unit that is "
+                         "active there")
     if out:
         files = [comparison_figure({model.name: res}, out / "synthesis.png", columns=min(len(rows), 10),
                                    originals=inp.get("x") if name in ("inpaint", "superres") else None,

@@ -3,7 +3,7 @@ degrades them) in the first rows, then one row per model, same columns."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import torch
@@ -14,24 +14,25 @@ from robustlens.recipes.synthesis.tasks import SynthesisResult
 
 def comparison_figure(results: dict[str, SynthesisResult], path: str | Path, *, columns: int = 8,
                       originals: torch.Tensor | None = None, class_name: Callable[[int], str] | None = None,
-                      title: str = "") -> Path:
+                      title: str = "", pick: Sequence[int] | None = None) -> Path:
     """Write a PNG grid to ``path``: row "start" (the common start of every result: same seeds, same inputs),
     row "original" when ``originals`` (N,C,H,W) is given, then one row per entry of ``results`` (label →
-    result), each showing its first ``columns`` images titled with the model's top-1 (``class_name``) and, for
+    result), each showing the rows ``pick`` (default: the first ``columns``) titled with the model's top-1 (``class_name``) and, for
     targeted tasks, p(target)."""
     first = next(iter(results.values()))
-    n = min(columns, len(first.images))
+    idx = list(pick) if pick is not None else list(range(min(columns, len(first.images))))
+    n = len(idx)
     name = class_name or str
     images: list[torch.Tensor] = []
     titles: list[str] = []
     rows = [("start", first.starts)] + ([("original", originals)] if originals is not None else [])
     for label, row in rows:
-        images += list(row[:n].cpu())
+        images += list(row[idx].cpu())
         titles += [f"{label}" + (f"\ntarget {name(int(first.targets[i]))}" if first.targets is not None else "")
-                   for i in range(n)]
+                   for i in idx]
     for label, res in results.items():
-        images += list(res.images[:n].cpu())
-        for i in range(n):
+        images += list(res.images[idx].cpu())
+        for i in idx:
             t = f"{label}: {name(int(res.predicted[i]))}"
             if res.target_prob is not None:
                 t += f"\np(target) {float(res.target_prob[i]):.2f}"

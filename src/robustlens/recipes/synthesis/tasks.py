@@ -32,6 +32,7 @@ from torch import nn
 from robustlens import metrics
 from robustlens.errors import UserError
 from robustlens.images import quantize
+from robustlens.models.classifier import Classifier
 from robustlens.optim.engine import optimize
 from robustlens.optim.objectives import Objective, PerRow, parse_channel
 from robustlens.optim.threat import make_threat
@@ -63,12 +64,12 @@ INPAINT_WEIGHT = 10.0  # weight of the outside-mask L2 distance
 PAINT_WEIGHTS = (0.1, 90.0)  # (activation, outside-mask L2 distance)
 
 
-def procedure(task: str, size: int | tuple[int, int], *, eps: float | None = None, step_size: float | None = None,
+def procedure(task: str, size: int | Sequence[int], *, eps: float | None = None, step_size: float | None = None,
               steps: int | None = None) -> Procedure:
     """The published setting of ``task`` scaled to ``size`` px, with any of ε / step / steps overridden."""
     if task not in PROCEDURES:
         raise UserError(f"unknown synthesis task {task!r}; use one of {', '.join(PROCEDURES)}")
-    h, w = (size, size) if isinstance(size, int) else size
+    h, w = (size, size) if isinstance(size, int) else (int(size[-2]), int(size[-1]))
     p = PROCEDURES[task].scaled(h, w)
     p = Procedure(p.eps if eps is None else float(eps), p.step_size if step_size is None else float(step_size),
                   p.steps if steps is None else int(steps))
@@ -155,7 +156,7 @@ def _targeted(task: str, model: nn.Module, starts: torch.Tensor, targets: torch.
                                      "norm": "l2", "seed": seed, **(settings or {})})
 
 
-def generate(model: nn.Module, seeds: ClassGaussians, classes: Sequence[int], *, samples: int = 1,
+def generate(model: Classifier, seeds: ClassGaussians, classes: Sequence[int], *, samples: int = 1,
              eps: float | None = None, step_size: float | None = None, steps: int | None = None, seed: int = 0,
              progress: bool = True) -> SynthesisResult:
     """``samples`` images of each of ``classes`` (rows class-major: all of ``classes[0]`` first), in one batch:
@@ -172,7 +173,7 @@ def generate(model: nn.Module, seeds: ClassGaussians, classes: Sequence[int], *,
                      settings={"samples": samples, "seed_side": seeds.side, "seed_data": seeds.meta.get("data")})
 
 
-def super_resolve(model: nn.Module, low_res: torch.Tensor, *, labels=None, eps: float | None = None,
+def super_resolve(model: Classifier, low_res: torch.Tensor, *, labels=None, eps: float | None = None,
                   step_size: float | None = None, steps: int | None = None, seed: int = 0,
                   progress: bool = True) -> SynthesisResult:
     """Nearest-upsample ``low_res`` (N,C,h,w) to the model's input size, then targeted L2 PGD towards
