@@ -19,7 +19,7 @@ from robustlens.models.preprocess import PreprocessConfig
 from robustlens.models.small import IMAGENETTE_WNIDS, ImagenetteResNet
 from robustlens.optim.objectives import Outputs
 from robustlens.recipes import synthesis as syn
-from robustlens.recipes.synthesis.figures import comparison_figure
+from robustlens.recipes.synthesis.figures import comparison_figure, robust_vs_standard
 
 LEVEL = 0.5 / 255 + 1e-6  # rounding to the 8-bit grid
 
@@ -232,10 +232,16 @@ def test_masked_objectives_against_direct_formulas():
     assert torch.allclose(syn.MaskedChannel("l", 3, mask)(out), -act)
 
 
-def test_comparison_figure_writes_a_png(tmp_path, model32):
-    res = syn.translate(model32, _images(2, 32), 1, steps=1, progress=False)
-    path = comparison_figure({"a": res, "b": res}, tmp_path / "f.png", class_name=model32.class_name)
-    assert path.is_file() and path.stat().st_size > 1000
+def test_robust_vs_standard_runs_every_model_on_the_same_inputs(tmp_path, model32):
+    other = SubsetClassifier(ImagenetteResNet(), model32.config, class_wnids=IMAGENETTE_WNIDS, name="other",
+                             weights="none").eval()
+    x = _images(2, 32)
+    res = robust_vs_standard("translate", {"a": model32, "b": other}, tmp_path / "f.png", images=x, targets=1,
+                             steps=1, progress=False)
+    assert set(res) == {"a", "b"} and torch.equal(res["a"].starts, res["b"].starts)
+    assert (tmp_path / "f.png").stat().st_size > 1000
+    path = comparison_figure(res, tmp_path / "g.png", originals=x, pick=[1])
+    assert path.is_file()
 
 
 # --- CLI ----------------------------------------------------------------------------------------------------

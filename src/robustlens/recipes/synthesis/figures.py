@@ -9,7 +9,18 @@ from pathlib import Path
 import torch
 
 from robustlens.plots import image_grid
-from robustlens.recipes.synthesis.tasks import SynthesisResult
+from robustlens.recipes.synthesis.tasks import (
+    SynthesisResult,
+    generate,
+    inpaint,
+    paint_features,
+    sketch_to_image,
+    super_resolve,
+    translate,
+)
+
+RECIPES = {"generate": generate, "inpaint": inpaint, "superres": super_resolve, "translate": translate,
+           "sketch": sketch_to_image, "paint": paint_features}
 
 
 def comparison_figure(results: dict[str, SynthesisResult], path: str | Path, *, columns: int = 8,
@@ -38,3 +49,17 @@ def comparison_figure(results: dict[str, SynthesisResult], path: str | Path, *, 
                 t += f"\np(target) {float(res.target_prob[i]):.2f}"
             titles.append(t)
     return image_grid(images, titles, path, ncols=n, suptitle=title or f"{first.task}: " + " vs ".join(results))
+
+
+def robust_vs_standard(task: str, models: dict, path: str | Path, *, originals: torch.Tensor | None = None,
+                       columns: int = 8, pick: Sequence[int] | None = None, **inputs) -> dict[str, SynthesisResult]:
+    """Run ``task`` (a key of :data:`RECIPES`) with the same ``inputs`` (the recipe's keyword arguments, e.g.
+    ``images=``, ``masks=``, ``targets=``, ``seed=``) on every model of ``models`` (label → model, e.g.
+    ``{"robust": ..., "standard": ...}``) and write their :func:`comparison_figure` to ``path``."""
+    if task not in RECIPES:
+        raise ValueError(f"unknown task {task!r}; use one of {', '.join(RECIPES)}")
+    results = {label: RECIPES[task](model, **inputs) for label, model in models.items()}
+    first = next(iter(models.values()))
+    comparison_figure(results, path, columns=columns, originals=originals, pick=pick,
+                      class_name=getattr(first, "class_name", None))
+    return results

@@ -33,8 +33,9 @@ from robustlens import metrics
 from robustlens.errors import UserError
 from robustlens.images import quantize
 from robustlens.models.classifier import Classifier
+from robustlens.models.layers import capture
 from robustlens.optim.engine import optimize
-from robustlens.optim.objectives import Objective, PerRow, parse_channel
+from robustlens.optim.objectives import Objective, Outputs, PerRow, parse_channel
 from robustlens.optim.threat import make_threat
 from robustlens.recipes.attacks import attack, class_objective
 from robustlens.recipes.synthesis.objectives import MaskedChannel, SquaredErrorOutside, check_masks, fill_mean
@@ -281,9 +282,6 @@ def paint_features(model: nn.Module, images: torch.Tensor, masks: torch.Tensor, 
 
 def _activations(model: nn.Module, images: torch.Tensor, act: Objective) -> torch.Tensor:
     """(N,) the masked activation that ``act`` (a :class:`MaskedChannel` or a PerRow of them) maximises."""
-    from robustlens.models.layers import capture
-    from robustlens.optim.objectives import Outputs
-
     with torch.inference_mode(), capture(model, act.layers) as acts:
         logits = model(images)
     out = Outputs(x=images, logits=logits, activations=acts, index=torch.arange(len(images), device=images.device))
