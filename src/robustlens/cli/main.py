@@ -12,7 +12,7 @@ import sys
 from robustlens.errors import UserError
 
 COMMANDS = ["models", "classes", "layers", "classify", "demo", "report", "app", "train", "evaluate", "compare",
-            "attack", "invert", "dream", "visualize", "explain"]
+            "attack", "invert", "dream", "visualize", "explain", "synthesize"]
 
 
 class _Parser(argparse.ArgumentParser):
