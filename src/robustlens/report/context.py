@@ -62,7 +62,7 @@ class ReportSettings:
         base = dict(attack_steps=10, inversion_steps=3, robust_attack_steps=3, robust_big_steps=3,
                     robust_inversion_steps=3, dream_steps=2, dream_octaves=1, visualize_steps=3, visualize_size=64,
                     digits_epochs=1, quick=True)
-        return cls(**{**base, **overrides})  # type: ignore[arg-type]
+        return cls(**{**base, **overrides})
 
     def to_dict(self) -> dict:
         d = asdict(self)

@@ -69,7 +69,7 @@ def section_problem1(ctx: ReportContext, s: Section) -> None:
 
 
 def _worst(row: dict, keys: tuple[str, ...]) -> float | None:
-    vals = [row.get(k) for k in keys if row.get(k) is not None]
+    vals: list[float] = [row[k] for k in keys if row.get(k) is not None]
     return max(vals) if vals else None
 
 

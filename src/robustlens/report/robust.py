@@ -146,7 +146,7 @@ def _comparison_blocks(ctx: ReportContext, runs, robust_name: str) -> tuple[list
         items = [(ctx.save(a.adversarial[0], f"p4f_{kind}_adversarial.png"), f"{kind}: adversarial")]
         amp, factor = amplified(a.perturbation[0])
         items.append((ctx.save(amp, f"p4f_{kind}_perturbation.png"), f"{kind}: perturbation × {factor:.1f}"))
-        other = next(iter(run.transfer.values()), {})
+        other: dict = next(iter(run.transfer.values()), {})
         table.append([kind, run.name, bool(a.success[0]), after.name, after.prob, float(a.l2[0]),
                       other.get("top1_name"), other.get("top1_prob")])
         for i, layer in enumerate(run.inversion.layers):
