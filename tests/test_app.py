@@ -39,7 +39,7 @@ def test_attack_handler_matches_the_api(default_model):
     from robustlens.recipes.attacks import attack
 
     bank = ModelBank()
-    bank._cache["standard"] = default_model
+    bank.models.put(default_model, *bank.standard)
     img = example_image("chelsea")
     adv, pert, before, after, summary = run_attack(bank, img, "standard", "76 tarantula", "linf", "4/255", 3)
     x = torch.stack([preprocess(img, default_model.config)])  # as the commands read it
@@ -78,7 +78,7 @@ def test_app_serves_an_offline_page_on_localhost(default_model):
     from robustlens.app.server import ModelBank, launch
 
     bank = ModelBank()
-    bank._cache["standard"] = default_model
+    bank.models.put(default_model, *bank.standard)
     port = _free_port()
     app = launch(port=port, bank=bank, block=False)
     try:
@@ -103,7 +103,7 @@ def test_inversion_and_dream_handlers(default_model):
     from robustlens.images import example_image
 
     bank = ModelBank()
-    bank._cache["standard"] = default_model
+    bank.models.put(default_model, *bank.standard)
     img = example_image("coffee")
     gallery = run_inversion(bank, img, "standard", "_blocks.2, _conv_head", 2)
     assert [c for _, c in gallery][0] == "original" and len(gallery) == 3

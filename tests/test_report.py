@@ -13,6 +13,7 @@ from robustlens import report as rp
 from robustlens.cli.main import main
 from robustlens.errors import UserError
 from robustlens.images import example_image
+from robustlens.models.layers import default_inversion_layers
 from robustlens.report.html import equation_html, render
 
 
@@ -103,11 +104,11 @@ def test_amplified_perturbation():
 
 
 def test_default_layers_known_and_generic(default_model):
-    assert rp.default_layers(default_model) == ("_blocks.2", "_blocks.7", "_conv_head")
+    assert default_inversion_layers(default_model) == ("_blocks.2", "_blocks.7", "_conv_head")
     from robustlens.models import create_model
 
     net = create_model("imagenette_resnet", "none")
-    assert rp.default_layers(net) == ("layer2", "layer3", "layer4")
+    assert default_inversion_layers(net) == ("layer2", "layer3", "layer4")
 
 
 def test_bad_image_writes_nothing(tmp_path, capsys):

@@ -20,11 +20,14 @@ from PIL import Image
 
 from robustlens.checks import parse_number
 from robustlens.errors import UserError
-from robustlens.models import DEFAULT_MODEL, Classifier, create_model
+from robustlens.models import DEFAULT_MODEL, Classifier
+from robustlens.models.cache import ModelCache
+from robustlens.models.layers import default_inversion_layers
+from robustlens.models.preprocess import to_batch
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 7860
-EXAMPLES = ("chelsea", "coffee", "astronaut")
+EXAMPLES = ("corgi", "chelsea", "coffee", "astronaut")  # the bundled Corgi, then scikit-image samples
 
 
 def class_choices(model: Classifier) -> list[str]:
@@ -56,32 +59,32 @@ def topk_dict(preds) -> dict[str, float]:
 
 @dataclass
 class ModelBank:
-    """The app's two models, built on first use: ``"standard"`` and ``"robust"`` (names and weights given)."""
+    """The app's two models, built on first use: ``"standard"`` and ``"robust"`` (names and weights given),
+    kept in one :class:`robustlens.models.cache.ModelCache` (the one the report uses)."""
 
     standard: tuple[str, str | None] = (DEFAULT_MODEL, None)
     robust: tuple[str, str | None] = ("imagenette_resnet_robust", None)
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
-    _cache: dict = field(default_factory=dict)
+    models: ModelCache = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.models = ModelCache(self.device)
 
     def get(self, kind: str) -> Classifier:
         if kind not in ("standard", "robust"):
             raise UserError(f"unknown model kind {kind!r}")
-        if kind not in self._cache:
-            name, weights = getattr(self, kind)
-            self._cache[kind] = create_model(name, weights).to(self.device)
-        return self._cache[kind]
+        name, weights = getattr(self, kind)
+        return self.models.get(name, weights)
 
     def label(self, kind: str) -> str:
         return f"{kind} ({getattr(self, kind)[0]})"
 
 
 def _input(model: Classifier, image: Image.Image | None) -> torch.Tensor:
-    from robustlens.models.preprocess import preprocess
-
+    """The uploaded image as the commands read it: (1, C, S, S) in [0, 1] on the model's device."""
     if image is None:
         raise UserError("upload an image or pick an example first")
-    x = torch.stack([preprocess(image.convert("RGB"), model.config)])  # contiguous, as the commands read it
-    return x.to(next(model.parameters()).device)
+    return to_batch([image], model.config, next(model.parameters()).device)
 
 
 def _pil(x: torch.Tensor) -> Image.Image:
@@ -120,9 +123,7 @@ def run_inversion(bank: ModelBank, image, kind: str, layers: str, steps: int, se
     model = bank.get(kind)
     names = [n.strip() for n in str(layers).split(",") if n.strip()]
     if not names:
-        from robustlens.report import default_layers
-
-        names = list(default_layers(model))
+        names = list(default_inversion_layers(model))
     res = invert(model, _input(model, image), layers=names, steps=int(steps), seed=int(seed), progress=True)
     rows = res.to_dict()["layers"]
     return [(_pil(res.reference[0]), "original")] + [
@@ -132,10 +133,9 @@ def run_inversion(bank: ModelBank, image, kind: str, layers: str, steps: int, se
 def run_dream(bank: ModelBank, image, kind: str, layer: str, steps: int, octaves: int, seed: int = 0):
     """DeepDream of the image at one layer."""
     from robustlens.recipes.dream import dream
-    from robustlens.report import default_layers
 
     model = bank.get(kind)
-    layer = str(layer).strip() or default_layers(model)[1]
+    layer = str(layer).strip() or default_inversion_layers(model)[1]
     res = dream(model, _input(model, image), layer=layer, steps=int(steps), octaves=int(octaves), seed=int(seed),
                 progress=True)
     img = res.image[0] if res.image.dim() == 4 else res.image
@@ -143,6 +143,7 @@ def run_dream(bank: ModelBank, image, kind: str, layer: str, steps: int, octaves
 
 
 def _examples_dir() -> Path:
+    from robustlens.assets import corgi_image
     from robustlens.images import example_image
 
     folder = Path(tempfile.gettempdir()) / "robustlens-app-examples"
@@ -150,7 +151,7 @@ def _examples_dir() -> Path:
     for name in EXAMPLES:
         p = folder / f"{name}.png"
         if not p.exists():
-            example_image(name).save(p)
+            (corgi_image() if name == "corgi" else example_image(name)).save(p)
     return folder
 
 
@@ -179,7 +180,8 @@ def build_app(bank: ModelBank | None = None):
     standard = bank.get("standard")
     choices = class_choices(standard)
     default_target = next((c for c in choices if c.startswith("282 ")), choices[0])
-    examples = [[str(p)] for p in sorted(_examples_dir().glob("*.png"))]
+    folder = _examples_dir()
+    examples = [[str(folder / f"{name}.png")] for name in EXAMPLES]
 
     def update_targets(kind: str):
         try:
@@ -196,7 +198,7 @@ def build_app(bank: ModelBank | None = None):
         with gr.Row():
             with gr.Column(scale=1):
                 image = gr.Image(type="pil", label="Image", elem_id="input-image", sources=["upload", "clipboard"])
-                gr.Examples(examples, inputs=[image], label="Examples (scikit-image, CC0)")
+                gr.Examples(examples, inputs=[image], label="Examples (Corgi: MIT licence; others: scikit-image, CC0)")
                 kind = gr.Radio(kinds, value="standard", label="Model", elem_id="model-kind")
                 seed = gr.Number(value=0, precision=0, label="Seed", elem_id="seed")
             with gr.Column(scale=2):

@@ -14,7 +14,7 @@ from robustlens.checks import parse_number, positive
 from robustlens.errors import UserError
 from robustlens.images import load_pil
 from robustlens.models import DEFAULT_MODEL, Classifier, create_model
-from robustlens.models.preprocess import preprocess
+from robustlens.models.preprocess import to_batch
 from robustlens.optim import speed
 
 
@@ -111,8 +111,7 @@ def load_model(args: argparse.Namespace) -> Classifier:
 
 def load_inputs(paths: list[str], model: Classifier) -> torch.Tensor:
     """Read and preprocess every path (all checked before any work): (N, C, S, S) in [0, 1]."""
-    device = next(model.parameters()).device
-    return torch.stack([preprocess(load_pil(p), model.config) for p in paths]).to(device)
+    return to_batch([load_pil(p) for p in paths], model.config, next(model.parameters()).device)
 
 
 def prepare_out(out: str | None) -> Path | None:

@@ -9,6 +9,7 @@ import argparse
 import importlib
 import sys
 
+from robustlens._version import version
 from robustlens.errors import UserError
 
 COMMANDS = ["models", "classes", "layers", "classify", "demo", "report", "app", "train", "evaluate", "compare",
@@ -23,20 +24,11 @@ class _Parser(argparse.ArgumentParser):
 
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="robustlens", description="See what an image classifier sees and how it is fooled.")
-    parser.add_argument("--version", action="version", version=f"robustlens {_version()}")
+    parser.add_argument("--version", action="version", version=f"robustlens {version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     for name in COMMANDS:
         importlib.import_module(f"robustlens.cli.commands.{name}").add_parser(sub)
     return parser
-
-
-def _version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version("robustlens")
-    except PackageNotFoundError:
-        return "unknown"
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -12,7 +12,7 @@ from collections.abc import Iterator, Sequence
 import torch
 from torch import nn
 
-from robustlens.errors import unknown
+from robustlens.errors import UserError, unknown
 
 
 def _root(model: nn.Module) -> nn.Module:
@@ -92,3 +92,30 @@ def last_linear(model: nn.Module) -> tuple[str, nn.Linear]:
     if not found:
         raise ValueError(f"{type(_root(model)).__name__} has no nn.Linear layer")
     return found[-1]
+
+
+# Early, middle and late layers per architecture, by the model's registry name prefix.
+_INVERSION_LAYERS = {
+    "efficientnet_lite": ("_blocks.2", "_blocks.7", "_conv_head"),
+    "imagenette_resnet": ("layer2", "layer3", "layer4"),
+    "resnet": ("layer1", "layer3", "layer4"),
+}
+_NOT_FEATURE_MAPS = ("ReLU", "ReLU6", "SiLU", "ZeroPad2d", "Identity")
+
+
+def default_inversion_layers(model: nn.Module, k: int = 3) -> tuple[str, ...]:
+    """``k`` layers from early to late to invert (or dream at): a known choice per architecture (its first
+    ``k``), else ``k`` evenly spaced top-level blocks (named modules with one dot at most whose output is a
+    feature map (N, C, H, W)). Raises :class:`UserError` when the model has fewer such blocks than ``k``."""
+    name = str(getattr(model, "name", ""))
+    names = set(layer_names(model))
+    for prefix, known in _INVERSION_LAYERS.items():
+        if name.startswith(prefix) and all(n in names for n in known):
+            return known[:k]
+    rows = [r for r in layer_table(model) if r["output_shape"] and len(r["output_shape"]) == 4
+            and r["name"].count(".") <= 1 and r["type"] not in _NOT_FEATURE_MAPS]
+    if len(rows) < k:
+        raise UserError(f"{name}: cannot choose {k} layers to invert; name them with --layer")
+    if k == 1:
+        return (rows[-1]["name"],)
+    return tuple(rows[round(i * (len(rows) - 1) / (k - 1))]["name"] for i in range(k))

@@ -7,12 +7,13 @@ Normalisation (mean/std) is *not* done here: it is the first module of the model
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 
 import torch
 from PIL import Image
 
-from robustlens.images import load_pil, pil_to_tensor, quantize, to_uint8
+from robustlens.images import load_pil, pil_to_tensor, quantize, to_rgb, to_uint8
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -101,3 +102,10 @@ def photo_with_crop(path: str, config: PreprocessConfig, crop: torch.Tensor) -> 
     if not torch.equal(preprocess(photo, config), quantize(crop.detach().float().cpu())):
         return None
     return pil_to_tensor(photo)
+
+
+def to_batch(images: Sequence[Image.Image], config: PreprocessConfig,
+             device: torch.device | str = "cpu") -> torch.Tensor:
+    """Preprocess each Pillow image (converted to RGB first), stack and move to ``device``:
+    (N, C, S, S) in [0, 1], contiguous (a permuted tensor would run other convolution kernels)."""
+    return torch.stack([preprocess(to_rgb(img), config) for img in images]).to(device)

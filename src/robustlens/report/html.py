@@ -4,7 +4,8 @@ Every figure is embedded as a ``data:image/png;base64`` URI and the style sheet 
 offline in any browser: no external CSS, scripts or fonts. Equations are plain Unicode; in an equation line
 ``_{...}`` becomes a subscript and ``^{...}`` a superscript.
 
-Blocks a section may hold (``section["blocks"]``, each a dict with ``kind``):
+Blocks a section may hold (``section["blocks"]``, each a dict with ``kind``; written by the typed blocks of
+:mod:`robustlens.report.blocks`):
 
 - ``text``: ``{"text"}``, a paragraph; ``note``: ``{"text"}``, a highlighted paragraph (e.g. "not available");
 - ``equations``: ``{"lines", "caption"?}``;

@@ -19,7 +19,7 @@ from PIL import Image
 
 from robustlens.errors import UserError
 from robustlens.models.labels import imagenet_classes, resolve_class
-from robustlens.models.preprocess import preprocess
+from robustlens.models.preprocess import to_batch
 from robustlens.recipes.attacks import AttackResult, attack
 from robustlens.recipes.inversion import InversionResult, invert
 
@@ -98,8 +98,7 @@ def compare_models(
     targets = check_same_target(models, target) if target is not None else [None] * len(models)
     runs = []
     for m, t in zip(models, targets):
-        device = next(m.parameters()).device
-        x = preprocess(image, m.config).to(device)
+        x = to_batch([image], m.config, next(m.parameters()).device)[0]  # (C, S, S)
         res = attack(m, x, target=t, norm=norm, eps=eps, step_size=step_size, steps=steps, early_stop=False,
                      seed=seed, progress=progress)
         inv = invert(m, x, list(layers), steps=invert_steps, lr=invert_lr, seed=seed, progress=progress) \
@@ -109,9 +108,9 @@ def compare_models(
         for j, other in enumerate(models):
             if i == j:
                 continue
-            x_other = preprocess(_to_pil(run.attack.adversarial[0]), other.config)[None]
+            x_other = to_batch([_to_pil(run.attack.adversarial[0])], other.config, next(other.parameters()).device)
             with torch.no_grad():
-                probs = torch.softmax(other(x_other.to(next(other.parameters()).device)).double(), 1)[0]
+                probs = torch.softmax(other(x_other).double(), 1)[0]
             top = int(probs.argmax())
             entry = {"top1": top, "top1_name": other.class_name(top), "top1_prob": float(probs[top])}
             if targets[j] is not None:

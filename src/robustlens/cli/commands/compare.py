@@ -29,8 +29,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                         "(e.g. imagenette_resnet_standard,imagenette_resnet_robust)")
     p.add_argument("--target", metavar="CLASS", help="target class (name, wnid, or index); default: untargeted")
     p.add_argument("--layer", action="append", default=[], metavar="LAYER",
-                   help="invert the features of this layer (repeatable; default: layer3 and layer4 when every "
-                        "model has them, else no inversion)")
+                   help="invert the features of this layer (repeatable; default: the two deepest of the first "
+                        "model's default inversion layers, layer3 and layer4 for a ResNet, when every model has "
+                        "them, else no inversion)")
     p.add_argument("--norm", default="l2", choices=["linf", "l2", "l1"], help="threat model (default l2)")
     p.add_argument("--eps", type=number, default=10.0, help="attack radius in [0,1] pixel units (default 10, L2)")
     p.add_argument("--steps", type=int, default=100, help="attack steps (default 100, no early stop)")
@@ -58,36 +59,82 @@ def parse_models(text: str) -> list[tuple[str, str | None]]:
 
 
 def default_layers(models) -> list[str]:
-    from robustlens.models.layers import layer_names
+    """The two deepest of the first model's default inversion layers
+    (:func:`robustlens.models.layers.default_inversion_layers`: layer3 and layer4 for a ResNet) when every
+    model has them, else none (no inversion)."""
+    from robustlens.models.layers import default_inversion_layers, layer_names
 
+    try:
+        names = default_inversion_layers(models[0])[-2:]
+    except UserError:
+        return []
     common = set.intersection(*(set(layer_names(m)) for m in models))
-    return [n for n in ("layer3", "layer4") if n in common]
+    return list(names) if all(n in common for n in names) else []
 
 
-def run(args: argparse.Namespace) -> int:
-    import sys
-
-    from robustlens.models import create_model
-    from robustlens.models.layers import resolve_layer
-    from robustlens.robust.compare import (
-        check_same_target,
-        compare_models,
-        plot_comparison,
-    )
-
+def _check_args(args: argparse.Namespace) -> None:
     for name in ("steps", "invert_steps"):
         if getattr(args, name) < 1:
             raise UserError(f"--{name.replace('_', '-')} must be at least 1")
     if args.eps < 0 or (args.step_size is not None and args.step_size <= 0):
         raise UserError("--eps must be >= 0 and --step-size > 0")
-    specs = parse_models(args.models)
-    image = load_pil(args.image)
+
+
+def _load_models(args: argparse.Namespace, specs: list[tuple[str, str | None]]) -> list:
+    """The models of ``specs`` (name, weights) on the device, renamed ``NAME#i`` when a name repeats."""
+    from robustlens.models import create_model
+
     device = device_of(args)
     models = [create_model(n, w, seed=args.seed).to(device) for n, w in specs]
     if len({m.name for m in models}) < len(models):
-        models_named = [f"{m.name}#{i}" for i, m in enumerate(models)]
-        for m, n in zip(models, models_named):
-            m.name = n
+        for i, m in enumerate(models):
+            m.name = f"{m.name}#{i}"
+    return models
+
+
+def _summary(runs) -> list[str]:
+    """Human-readable lines: each model's attack outcome, what the others see, the inversion distances."""
+    lines = []
+    for r in runs:
+        a = r.attack
+        goal = f"target {r.target_name}" if r.target is not None else "untargeted"
+        lines.append(f"{r.name}: {a.before[0][0].name} -> {a.after[0][0].name} (p={a.after[0][0].prob:.3f}; {goal}, "
+                     f"{'success' if bool(a.success[0]) else 'failed'}, L2 {float(a.l2[0]):.2f})")
+        for other, v in r.transfer.items():
+            lines.append(f"   seen by {other}: {v['top1_name']} (p={v['top1_prob']:.3f})")
+        if r.inversion is not None:
+            lines.append("   inversion relative feature distance: " + ", ".join(
+                f"{n} {float(d):.3f}" for n, d in zip(r.inversion.layers, r.inversion.distance)))
+    return lines
+
+
+def _write_figures(args: argparse.Namespace, runs, out) -> list[str]:
+    """compare.png, each model's adversarial image and inversions; returns the file names."""
+    from robustlens.images import save_image
+    from robustlens.robust.compare import plot_comparison
+
+    files = [plot_comparison(runs, out / "compare.png",
+                             title=f"{args.norm} eps={args.eps:g}, {args.steps} steps"
+                                   + (f", target {args.target}" if args.target else "")).name]
+    for i, r in enumerate(runs):
+        stem = f"{i}_{r.name}"
+        files.append(save_image(r.attack.adversarial[0], out / f"{stem}_adversarial.png").name)
+        if r.inversion is not None:
+            for layer, img in zip(r.inversion.layers, r.inversion.images):
+                files.append(save_image(img, out / f"{stem}_inverted_{layer}.png").name)
+    return files
+
+
+def run(args: argparse.Namespace) -> int:
+    import sys
+
+    from robustlens.models.layers import resolve_layer
+    from robustlens.robust.compare import check_same_target, compare_models
+
+    _check_args(args)
+    specs = parse_models(args.models)
+    image = load_pil(args.image)
+    models = _load_models(args, specs)
     layers = args.layer or default_layers(models)
     for m in models:
         for layer in layers:
@@ -101,30 +148,9 @@ def run(args: argparse.Namespace) -> int:
                           invert_lr=args.invert_lr, seed=args.seed, progress=progress)
     result = {"image": str(args.image), "target": args.target, "layers": layers,
               "models": [r.to_dict() for r in runs]}
-    lines = []
-    for r in runs:
-        a = r.attack
-        goal = f"target {r.target_name}" if r.target is not None else "untargeted"
-        lines.append(f"{r.name}: {a.before[0][0].name} -> {a.after[0][0].name} (p={a.after[0][0].prob:.3f}; {goal}, "
-                     f"{'success' if bool(a.success[0]) else 'failed'}, L2 {float(a.l2[0]):.2f})")
-        for other, v in r.transfer.items():
-            lines.append(f"   seen by {other}: {v['top1_name']} (p={v['top1_prob']:.3f})")
-        if r.inversion is not None:
-            lines.append("   inversion relative feature distance: " + ", ".join(
-                f"{n} {float(d):.3f}" for n, d in zip(r.inversion.layers, r.inversion.distance)))
+    lines = _summary(runs)
     if out:
-        from robustlens.images import save_image
-
-        files = [plot_comparison(runs, out / "compare.png",
-                                 title=f"{args.norm} eps={args.eps:g}, {args.steps} steps"
-                                       + (f", target {args.target}" if args.target else "")).name]
-        for i, r in enumerate(runs):
-            stem = f"{i}_{r.name}"
-            files.append(save_image(r.attack.adversarial[0], out / f"{stem}_adversarial.png").name)
-            if r.inversion is not None:
-                for layer, img in zip(r.inversion.layers, r.inversion.images):
-                    files.append(save_image(img, out / f"{stem}_inverted_{layer}.png").name)
-        result["files"] = files
+        result["files"] = _write_figures(args, runs, out)
         write_json(result, out / "result.json")
         lines.append(f"figure compare.png and result.json in {out}")
     emit(result, args, "\n".join(lines))

@@ -22,7 +22,7 @@ def add_report_args(p: argparse.ArgumentParser, *, out_default: str) -> None:
     """Options shared by `report` and `demo`."""
     p.add_argument("--out", default=out_default, help=f"output folder (default ./{out_default})")
     p.add_argument("--quick", action="store_true",
-                   help="a few steps of everything (a smoke test of about a minute; the pictures are rough)")
+                   help="every section with a few steps (a smoke test for CI, about a minute; the pictures are rough)")
     p.add_argument("--target", action="append", metavar="CLASS",
                    help="target class of 4(a)-(c), by index, wnid or name; repeat for several "
                         "(default: tarantula and tiger cat)")
@@ -39,7 +39,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                                    "classification, targeted attacks, visual difference, inversion, robust vs "
                                    "standard, DeepDream, feature visualisation) and write report.html (self-"
                                    "contained, opens offline), the PNGs and report.json into --out.")
-    p.add_argument("--image", default=None, help="image file (default: scikit-image's chelsea photo)")
+    p.add_argument("--image", default=None, help="image file (default: the bundled Corgi photo)")
     p.add_argument("--model", default=DEFAULT_MODEL, help=f"pretrained model (default {DEFAULT_MODEL})")
     p.add_argument("--weights", default=None, help="weights of --model: imagenet, none or PATH (default: its own)")
     p.add_argument("--robust-model", default=None,
