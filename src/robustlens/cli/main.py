@@ -45,14 +45,28 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "run", None):
         parser.print_help()
         return 2
+    from robustlens.cli.common import finish_outputs
+    from robustlens.images import set_max_pixels
+
     try:
-        return int(args.run(args) or 0)
+        set_max_pixels(getattr(args, "max_pixels", None))
+        code = int(args.run(args) or 0)
+        finish_outputs(True)  # the staged --out folder moves into place only now
+        return code
     except UserError as e:
-        sys.stderr.write(f"robustlens: error: {e}\n")
+        sys.stderr.write(f"robustlens: error: {_one_line(e)}\n")
         return 2
     except KeyboardInterrupt:
         sys.stderr.write("robustlens: interrupted\n")
         return 130
+    finally:
+        finish_outputs(False)  # whatever was not published (failure, interrupt) is removed
+        set_max_pixels(None)
+
+
+def _one_line(e: BaseException) -> str:
+    """The message of ``e`` on one line."""
+    return " ".join(str(e).split()) or type(e).__name__
 
 
 if __name__ == "__main__":

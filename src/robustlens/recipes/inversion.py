@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from robustlens.checks import count, positive
 from robustlens.models.layers import get_activations, resolve_layer
 from robustlens.optim.engine import optimize
 from robustlens.optim.objectives import FeatureDistance, PerRow, TotalVariation
@@ -79,8 +80,9 @@ def invert(
     layers = list(layers)
     if not layers:
         raise ValueError("give at least one layer")
-    if steps < 1:
-        raise ValueError(f"steps must be >= 1, got {steps}")
+    count("steps", steps)
+    positive("lr", lr)
+    positive("tv_weight", tv_weight, allow_zero=True)
     for name in layers:
         resolve_layer(model, name)  # unknown names raise UserError with close matches
     ref_img = image.unsqueeze(0) if image.dim() == 3 else image

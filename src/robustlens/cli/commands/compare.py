@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import argparse
 
+from robustlens.checks import count, positive, vacuous_eps
 from robustlens.cli.common import (
+    add_max_pixels_arg,
     add_output_args,
     device_of,
     emit,
     number,
     prepare_out,
+    warn,
     write_json,
 )
 from robustlens.errors import UserError
@@ -36,9 +39,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--steps", type=int, default=100, help="attack steps (default 100, no early stop)")
     p.add_argument("--step-size", type=number, help="attack step (default 2.5*eps/steps)")
     p.add_argument("--invert-steps", type=int, default=200, help="inversion steps (default 200)")
-    p.add_argument("--invert-lr", type=float, default=0.05, help="inversion Adam learning rate (default 0.05)")
+    p.add_argument("--invert-lr", type=number, default=0.05, help="inversion Adam learning rate (default 0.05)")
     p.add_argument("--seed", type=int, default=0, help="seed for random init and inversion noise (default 0)")
     p.add_argument("--device", default="auto", help="cpu, cuda or auto")
+    add_max_pixels_arg(p)
     add_output_args(p)
     p.set_defaults(run=run)
 
@@ -64,6 +68,14 @@ def default_layers(models) -> list[str]:
     return [n for n in ("layer3", "layer4") if n in common]
 
 
+def _check_numbers(args: argparse.Namespace) -> None:
+    count("--steps", args.steps)
+    count("--invert-steps", args.invert_steps)
+    positive("--eps", args.eps, allow_zero=True)
+    positive("--step-size", args.step_size)
+    positive("--invert-lr", args.invert_lr)
+
+
 def run(args: argparse.Namespace) -> int:
     import sys
 
@@ -75,11 +87,7 @@ def run(args: argparse.Namespace) -> int:
         plot_comparison,
     )
 
-    for name in ("steps", "invert_steps"):
-        if getattr(args, name) < 1:
-            raise UserError(f"--{name.replace('_', '-')} must be at least 1")
-    if args.eps < 0 or (args.step_size is not None and args.step_size <= 0):
-        raise UserError("--eps must be >= 0 and --step-size > 0")
+    _check_numbers(args)
     specs = parse_models(args.models)
     image = load_pil(args.image)
     device = device_of(args)
@@ -94,13 +102,15 @@ def run(args: argparse.Namespace) -> int:
             resolve_layer(m, layer)
     if args.target is not None:
         check_same_target(models, args.target)
+    notes = warn(vacuous_eps(args.norm, args.eps, (models[0].config.channels, models[0].config.input_size,
+                                                    models[0].config.input_size)))
     out = prepare_out(args.out)
     progress = not args.json and sys.stderr.isatty()
     runs = compare_models(models, image, target=args.target, norm=args.norm, eps=args.eps, steps=args.steps,
                           step_size=args.step_size, layers=layers, invert_steps=args.invert_steps,
                           invert_lr=args.invert_lr, seed=args.seed, progress=progress)
     result = {"image": str(args.image), "target": args.target, "layers": layers,
-              "models": [r.to_dict() for r in runs]}
+              "models": [r.to_dict() for r in runs], "notes": notes}
     lines = []
     for r in runs:
         a = r.attack
@@ -126,6 +136,6 @@ def run(args: argparse.Namespace) -> int:
                     files.append(save_image(img, out / f"{stem}_inverted_{layer}.png").name)
         result["files"] = files
         write_json(result, out / "result.json")
-        lines.append(f"figure compare.png and result.json in {out}")
+        lines.append(f"figure compare.png and result.json in {args.out}")
     emit(result, args, "\n".join(lines))
     return 0
