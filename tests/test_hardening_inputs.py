@@ -285,3 +285,22 @@ def test_data_specs_with_odd_paths_are_user_errors(tmp_path, tiny):
     bad.write_bytes(b"\xff\xfe\x00 not utf-8, 3\n")
     with pytest.raises(UserError, match="cannot read"):
         open_dataset(f"list:{bad}", tiny)
+
+
+# --- busy machines: OpenMP threads sleep while they wait, unless the user says otherwise -----------------------
+
+@pytest.mark.parametrize("code,env,expected", [
+    ("import robustlens", {}, "PASSIVE"),
+    ("import robustlens.cli.main", {}, "PASSIVE"),
+    ("import robustlens", {"OMP_WAIT_POLICY": "ACTIVE"}, "ACTIVE"),  # the user's own setting wins
+    ("import torch, robustlens", {}, "unset"),  # too late once torch is loaded: left alone
+])
+def test_wait_policy_default(code, env, expected):
+    import subprocess
+    import sys
+
+    base = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    base["PYTHONPATH"] = str(Path(__file__).resolve().parents[1] / "src")
+    out = subprocess.run([sys.executable, "-c", code + "; import os; print(os.environ.get('OMP_WAIT_POLICY', 'unset'))"],
+                         env={**base, **env}, capture_output=True, text=True, timeout=120)
+    assert out.stdout.strip() == expected, out.stderr
