@@ -293,7 +293,7 @@ def test_data_specs_with_odd_paths_are_user_errors(tmp_path, tiny):
     ("import robustlens", {}, "PASSIVE"),
     ("import robustlens.cli.main", {}, "PASSIVE"),
     ("import robustlens", {"OMP_WAIT_POLICY": "ACTIVE"}, "ACTIVE"),  # the user's own setting wins
-    ("import torch, robustlens", {}, "unset"),  # too late once torch is loaded: left alone
+    pytest.param("import torch, robustlens", {}, "unset", marks=pytest.mark.slow),  # too late: left alone
 ])
 def test_wait_policy_default(code, env, expected):
     import subprocess
