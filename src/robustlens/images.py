@@ -19,6 +19,7 @@ from __future__ import annotations
 import os
 import warnings
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -132,8 +133,7 @@ def decode_image(fh, where: str) -> Image.Image:
                 check_size(img.size, where)
                 img.seek(0)
                 img.load()
-                img = ImageOps.exif_transpose(img)
-                return to_rgb(img)
+                return to_rgb(ImageOps.exif_transpose(img))
     except UserError:
         raise
     except UnidentifiedImageError:
@@ -180,7 +180,7 @@ def save_image(x: torch.Tensor, path: str | Path) -> Path:
     if arr.ndim == 3 and arr.shape[2] == 1:
         arr = arr[:, :, 0]
     p.parent.mkdir(parents=True, exist_ok=True)
-    kwargs = {"lossless": True, "quality": 100} if p.suffix.lower() == ".webp" else {}
+    kwargs: dict[str, Any] = {"lossless": True, "quality": 100} if p.suffix.lower() == ".webp" else {}
     Image.fromarray(arr).save(p, **kwargs)
     return p
 

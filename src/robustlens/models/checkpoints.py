@@ -126,7 +126,7 @@ def _pickle_globals(data: bytes) -> list[str]:
     pos = 0
     while pos < len(data) and _looks_pickle(data[pos:pos + 2]) and len(found) < 1000:
         strings: list[str] = []
-        end = None
+        end: int | None = None
         try:
             for op, arg, at in pickletools.genops(data[pos:]):
                 if isinstance(arg, str):
@@ -136,7 +136,7 @@ def _pickle_globals(data: bytes) -> list[str]:
                 elif op.name == "STACK_GLOBAL" and len(strings) >= 2:
                     found.append(f"{strings[-2]}.{strings[-1]}")
                 elif op.name == "STOP":
-                    end = pos + at + 1
+                    end = pos + (at or 0) + 1
         except Exception as e:  # genops stops at a byte that is no opcode, or at the end of the data
             raise ValueError(str(e)) from None
         if end is None:
