@@ -286,3 +286,17 @@ def test_same_seed_same_figures_and_png_bytes(capsys, tmp_path, small_image, arg
     assert run(capsys, *argv[:-len(TINY) - 1], "8", *TINY, "--out", tmp_path / "other")[0] == 0
     first = "adversarial.png" if argv[0] == "attack" else "reconstruction_layer2.png"
     assert (tmp_path / "other" / first).read_bytes() != (runs[0] / first).read_bytes()
+
+
+def test_disk_full_while_writing_is_one_line_and_leaves_nothing(capsys, tmp_path, small_image, monkeypatch):
+    import errno
+
+    import robustlens.cli.commands.attack as attack_cmd
+
+    def full(*a, **k):
+        raise OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "o" / "loss.png"))
+
+    monkeypatch.setattr(attack_cmd, "plot_curves", full)
+    code, _, err = run(capsys, "attack", small_image, "--target", "1", "--steps", "1", *TINY, "--out", tmp_path / "o")
+    one_line_exit_2(code, err, "No space left")
+    assert not list(tmp_path.iterdir())

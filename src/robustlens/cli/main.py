@@ -6,10 +6,15 @@ Errors the user can fix print one line on stderr (``robustlens: error: ...``) an
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import sys
+from pathlib import Path
 
 from robustlens.errors import UserError
+
+# a full disk, a quota, a read-only or forbidden place: the machine's state, said in one line like a user error
+_WRITE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM}
 
 COMMANDS = ["models", "classes", "layers", "classify", "demo", "report", "app", "train", "evaluate", "compare",
             "attack", "invert", "dream", "visualize"]
@@ -45,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "run", None):
         parser.print_help()
         return 2
-    from robustlens.cli.common import finish_outputs
+    from robustlens.cli.common import final_path, finish_outputs
     from robustlens.images import set_max_pixels
 
     try:
@@ -59,6 +64,12 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         sys.stderr.write("robustlens: interrupted\n")
         return 130
+    except OSError as e:
+        if e.errno not in _WRITE_ERRNOS:
+            raise
+        where = final_path(Path(e.filename)) if e.filename else "the output"  # not the staging folder's name
+        sys.stderr.write(f"robustlens: error: cannot write {where}: {e.strerror}\n")
+        return 2
     finally:
         finish_outputs(False)  # whatever was not published (failure, interrupt) is removed
         set_max_pixels(None)
