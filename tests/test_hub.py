@@ -20,7 +20,8 @@ from robustlens.errors import UserError
 from robustlens.models import create_model
 from robustlens.models import published as pub
 from robustlens.models._registry import registered
-from robustlens.models.checkpoints import convert_checkpoint, read_foreign_checkpoint, read_state_dict
+from robustlens.models.checkpoints import read_state_dict
+from robustlens.models.foreign import convert_checkpoint, read_foreign_checkpoint
 from robustlens.models.hub import digest_record, download, hub_checkpoints
 from robustlens.models.small import LeNet5
 from robustlens.models.torchvision_models import torchvision_names

@@ -11,7 +11,20 @@ from collections.abc import Iterable
 
 
 class UserError(ValueError):
-    """Bad input from the user (a path, a name, a number): one clear line, no traceback."""
+    """Bad input from the user (a path, a name, a number): one clear line, no traceback.
+
+    The message is kept on one line whatever it quotes: control characters (a newline in a file name, say)
+    are shown escaped (``\\n``)."""
+
+    def __init__(self, message: object = "") -> None:
+        super().__init__(one_line(str(message)))
+
+
+def one_line(text: str) -> str:
+    """``text`` with control characters escaped, so it prints as one line."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() or c == " " else repr(c)[1:-1] for c in text)
 
 
 def close_matches(name: str, choices: Iterable[str], n: int = 5) -> list[str]:

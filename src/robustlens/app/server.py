@@ -9,8 +9,11 @@ Node) is off, and the server binds to 127.0.0.1 unless told otherwise.
 
 from __future__ import annotations
 
+import math
 import os
+import sys
 import tempfile
+import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +31,9 @@ from robustlens.models.preprocess import to_batch
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 7860
 EXAMPLES = ("corgi", "chelsea", "coffee", "astronaut")  # the bundled Corgi, then scikit-image samples
+UPLOAD_MAX_BYTES = 32 * 1024 * 1024  # larger uploads are refused by the server before any handler runs
+QUEUE_MAX = 64  # requests waiting beyond this are refused with a message instead of piling up
+LIMITS = {"steps": (1, 200), "inv_steps": (1, 500), "dream_steps": (1, 100), "octaves": (1, 5)}
 
 
 def class_choices(model: Classifier) -> list[str]:
@@ -50,6 +56,40 @@ def parse_eps(text: str | float) -> float:
     if not 0 <= value <= 1:
         raise UserError(f"ε is in pixel units [0, 1]; got {value}")
     return value
+
+
+def whole(name: str, value, lo: int, hi: int) -> int:
+    """A whole number from an app field (the HTTP API can send anything): finite, integral, in [lo, hi]."""
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise UserError(f"{name} must be a number, got {value!r}") from None
+    if not math.isfinite(v) or v != int(v) or not lo <= v <= hi:
+        raise UserError(f"{name} must be a whole number in {lo}..{hi}, got {value!r}")
+    return int(v)
+
+
+def load_upload(image) -> Image.Image:
+    """The guard for every uploaded image: a file path (what the page sends) over :data:`UPLOAD_MAX_BYTES` or
+    over the pixel limit is refused before decoding; a Pillow image is checked for its pixel count."""
+    from robustlens.images import check_size, load_pil, to_rgb
+
+    if image is None:
+        raise UserError("upload an image or pick an example first")
+    if isinstance(image, Image.Image):
+        check_size(image.size, "the image")
+        return to_rgb(image)
+    path = Path(str(image))
+    try:
+        size = path.stat().st_size
+    except OSError as e:
+        raise UserError(f"cannot read the upload: {e.strerror or e}") from None
+    if size > UPLOAD_MAX_BYTES:
+        raise UserError(f"the upload is {size / 2**20:.1f} MB, over the limit of {UPLOAD_MAX_BYTES / 2**20:g} MB")
+    try:
+        return load_pil(path)
+    except UserError as e:  # name the upload, not the server's temporary path
+        raise UserError(str(e).replace(str(path), "the upload")) from None
 
 
 def topk_dict(preds) -> dict[str, float]:
@@ -81,16 +121,16 @@ class ModelBank:
 
 
 def _input(model: Classifier, image: Image.Image | None) -> torch.Tensor:
-    """The uploaded image as the commands read it: (1, C, S, S) in [0, 1] on the model's device."""
-    if image is None:
-        raise UserError("upload an image or pick an example first")
-    return to_batch([image], model.config, next(model.parameters()).device)
+    """The uploaded image (a file path, checked by :func:`load_upload`) as the commands read it: (1, C, S, S) in
+    [0, 1] on the model's device."""
+    return to_batch([load_upload(image)], model.config, next(model.parameters()).device)
 
 
 def _pil(x: torch.Tensor) -> Image.Image:
     from robustlens.images import to_uint8
 
-    return Image.fromarray(to_uint8(x.detach().cpu()))
+    arr = to_uint8(x.detach().cpu())
+    return Image.fromarray(arr[:, :, 0] if arr.ndim == 3 and arr.shape[2] == 1 else arr)
 
 
 def run_attack(bank: ModelBank, image, kind: str, target: str, norm: str, eps: str, steps: int, seed: int = 0):
@@ -102,8 +142,11 @@ def run_attack(bank: ModelBank, image, kind: str, target: str, norm: str, eps: s
     t = parse_choice(target)
     if not 0 <= t < model.num_classes:
         raise UserError(f"target {t} is not a class of {model.name} (0..{model.num_classes - 1}); pick from the list")
+    if norm not in ("linf", "l2"):
+        raise UserError(f"norm must be linf or l2, got {norm!r}")
+    e, steps, seed = parse_eps(eps), whole("steps", steps, *LIMITS["steps"]), whole("seed", seed, 0, 2**31 - 1)
     x = _input(model, image)
-    res = attack(model, x, target=t, norm=norm, eps=parse_eps(eps), steps=int(steps), seed=int(seed), progress=True)
+    res = attack(model, x, target=t, norm=norm, eps=e, steps=steps, seed=seed, progress=True)
     d = res.to_dict()["results"][0]
     amp, factor = amplified(res.perturbation[0])
     top1 = res.after[0][0]
@@ -124,7 +167,8 @@ def run_inversion(bank: ModelBank, image, kind: str, layers: str, steps: int, se
     names = [n.strip() for n in str(layers).split(",") if n.strip()]
     if not names:
         names = list(default_inversion_layers(model))
-    res = invert(model, _input(model, image), layers=names, steps=int(steps), seed=int(seed), progress=True)
+    steps, seed = whole("steps", steps, *LIMITS["inv_steps"]), whole("seed", seed, 0, 2**31 - 1)
+    res = invert(model, _input(model, image), layers=names, steps=steps, seed=seed, progress=True)
     rows = res.to_dict()["layers"]
     return [(_pil(res.reference[0]), "original")] + [
         (_pil(res.images[i]), f"{r['layer']} (feature distance {r['distance']:.3f})") for i, r in enumerate(rows)]
@@ -136,8 +180,9 @@ def run_dream(bank: ModelBank, image, kind: str, layer: str, steps: int, octaves
 
     model = bank.get(kind)
     layer = str(layer).strip() or default_inversion_layers(model)[1]
-    res = dream(model, _input(model, image), layer=layer, steps=int(steps), octaves=int(octaves), seed=int(seed),
-                progress=True)
+    steps, octaves = whole("steps", steps, *LIMITS["dream_steps"]), whole("octaves", octaves, *LIMITS["octaves"])
+    res = dream(model, _input(model, image), layer=layer, steps=steps, octaves=octaves,
+                seed=whole("seed", seed, 0, 2**31 - 1), progress=True)
     img = res.image[0] if res.image.dim() == 4 else res.image
     return _pil(img)
 
@@ -156,7 +201,8 @@ def _examples_dir() -> Path:
 
 
 def _guard(fn: Callable):
-    """Turn a UserError into a Gradio error box (one line, no traceback)."""
+    """Turn a UserError into a Gradio error box (one line, no traceback); any other failure also becomes one
+    line in the page (its traceback goes to the server's stderr) and leaves the server ready for the next one."""
     import gradio as gr
 
     def wrapped(*args, **kwargs):
@@ -164,6 +210,9 @@ def _guard(fn: Callable):
             return fn(*args, **kwargs)
         except UserError as e:
             raise gr.Error(str(e)) from None
+        except Exception as e:  # a bug must not take the page down with it: say so, log it, serve on
+            traceback.print_exc(file=sys.stderr)
+            raise gr.Error(f"internal error ({type(e).__name__}: {' '.join(str(e).split())[:300]})") from None
 
     wrapped.__name__ = fn.__name__
     return wrapped
@@ -197,7 +246,8 @@ def build_app(bank: ModelBank | None = None):
                     "Everything runs locally.")
         with gr.Row():
             with gr.Column(scale=1):
-                image = gr.Image(type="pil", label="Image", elem_id="input-image", sources=["upload", "clipboard"])
+                image = gr.Image(type="filepath", image_mode=None, label="Image", elem_id="input-image",
+                                 sources=["upload", "clipboard"])
                 gr.Examples(examples, inputs=[image], label="Examples (Corgi: MIT licence; others: scikit-image, CC0)")
                 kind = gr.Radio(kinds, value="standard", label="Model", elem_id="model-kind")
                 seed = gr.Number(value=0, precision=0, label="Seed", elem_id="seed")
@@ -208,7 +258,7 @@ def build_app(bank: ModelBank | None = None):
                                              filterable=True, elem_id="target")
                         norm = gr.Radio(["linf", "l2"], value="linf", label="Norm", elem_id="norm")
                         eps = gr.Textbox(value="4/255", label="ε (pixel units; 4/255 or 0.5)", elem_id="eps")
-                        steps = gr.Slider(1, 200, value=20, step=1, label="Steps", elem_id="steps")
+                        steps = gr.Slider(*LIMITS["steps"], value=20, step=1, label="Steps", elem_id="steps")
                     run = gr.Button("Attack", variant="primary", elem_id="run-attack")
                     summary = gr.Markdown(elem_id="attack-summary")
                     with gr.Row():
@@ -222,13 +272,13 @@ def build_app(bank: ModelBank | None = None):
                 with gr.Tab("Inversion", elem_id="tab-inversion"):
                     layers = gr.Textbox(value="", label="Layers, comma-separated (empty: three chosen layers)",
                                         elem_id="inv-layers")
-                    inv_steps = gr.Slider(1, 500, value=100, step=1, label="Steps", elem_id="inv-steps")
+                    inv_steps = gr.Slider(*LIMITS["inv_steps"], value=100, step=1, label="Steps", elem_id="inv-steps")
                     inv_run = gr.Button("Invert", variant="primary", elem_id="run-inversion")
                     gallery = gr.Gallery(label="Original and reconstructions", columns=4, elem_id="inv-gallery")
                 with gr.Tab("DeepDream", elem_id="tab-dream"):
                     layer = gr.Textbox(value="", label="Layer (empty: a middle layer)", elem_id="dream-layer")
-                    d_steps = gr.Slider(1, 100, value=10, step=1, label="Steps per octave", elem_id="dream-steps")
-                    octaves = gr.Slider(1, 5, value=3, step=1, label="Octaves", elem_id="dream-octaves")
+                    d_steps = gr.Slider(*LIMITS["dream_steps"], value=10, step=1, label="Steps per octave", elem_id="dream-steps")
+                    octaves = gr.Slider(*LIMITS["octaves"], value=3, step=1, label="Octaves", elem_id="dream-octaves")
                     d_run = gr.Button("Dream", variant="primary", elem_id="run-dream")
                     dreamt = gr.Image(label="DeepDream", format="png", elem_id="dream-out", interactive=False)
 
@@ -253,7 +303,7 @@ def launch(host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, bank: ModelBank |
            block: bool = True):
     """Serve the app on ``host:port`` (localhost by default, no share link, no analytics)."""
     app = build_app(bank)
-    app.queue(default_concurrency_limit=1)
+    app.queue(default_concurrency_limit=1, max_size=QUEUE_MAX)
     app.launch(server_name=host, server_port=port, share=False, inbrowser=False, ssr_mode=False,
-               prevent_thread_lock=not block, quiet=True, show_error=True)
+               prevent_thread_lock=not block, quiet=True, show_error=True, max_file_size=UPLOAD_MAX_BYTES)
     return app

@@ -1,18 +1,29 @@
-"""Pieces every command shares: model/output/speed options, input loading, the output folder, JSON printing."""
+"""Pieces every command shares: model/output/speed options, input loading, the output folder, JSON printing.
+
+Outputs are atomic: :func:`prepare_out` returns a staging folder beside ``--out``; :func:`finish_outputs`
+(called by the CLI's ``main`` when the command returns) moves it into place, or removes it when the command
+failed, so an interrupted or failed run leaves neither a half-written folder nor a stale ``result.json``.
+JSON is strict (RFC 8259): non-finite floats become ``null``.
+"""
 
 from __future__ import annotations
 
 import argparse
 import contextlib
 import json
+import math
+import os
+import shutil
 import sys
+import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from robustlens.checks import parse_number, positive
 from robustlens.errors import UserError
-from robustlens.images import load_pil
+from robustlens.images import load_pil, parse_max_pixels
 from robustlens.models import DEFAULT_MODEL, Classifier, create_model
 from robustlens.models.preprocess import to_batch
 from robustlens.optim import speed
@@ -33,6 +44,7 @@ def add_model_args(p: argparse.ArgumentParser, *, default_weights: str | None = 
                    help="imagenet | none (random init) | PATH to a state dict (default: the model's own)")
     g.add_argument("--seed", type=int, default=0, help="seed for random init and random starts (default 0)")
     g.add_argument("--device", default="auto", help="cpu, cuda or auto (default: cuda when available)")
+    add_max_pixels_arg(p)
 
 
 def add_speed_args(p: argparse.ArgumentParser, *, early_stop: bool = False) -> None:
@@ -114,28 +126,154 @@ def load_inputs(paths: list[str], model: Classifier) -> torch.Tensor:
     return to_batch([load_pil(p) for p in paths], model.config, next(model.parameters()).device)
 
 
-def prepare_out(out: str | None) -> Path | None:
-    """Create the output folder (called only after every input has been checked)."""
+@dataclass
+class _Staged:
+    """A staging folder and the ``--out`` folder it becomes."""
+
+    staging: Path
+    final: Path
+
+
+_STAGED: list[_Staged] = []
+_RESULT_FILES = ("result.json", "report.json")  # written last, removed first: never stale beside new files
+
+
+def _existing_ancestor(p: Path) -> Path:
+    """The nearest folder above (or at) ``p`` that exists; a file in the way is a UserError."""
+    q = p.absolute()
+    while not q.exists():
+        q = q.parent
+    if not q.is_dir():
+        raise UserError(f"cannot write --out {p}: {q} is a file, not a folder")
+    return q
+
+
+def prepare_out(out: str | None, *, staged: bool = True) -> Path | None:
+    """The folder a command writes into (call it after every input has been checked).
+
+    ``staged`` (default): a new hidden folder beside ``--out``, moved into place by :func:`finish_outputs`
+    when the command succeeds. ``staged=False`` (training, which resumes from its own checkpoints): ``--out``
+    itself, created now. An unwritable destination is a UserError and leaves nothing behind."""
     if out is None:
         return None
-    p = Path(out)
-    if p.exists() and not p.is_dir():
-        raise UserError(f"--out {p} exists and is not a folder")
-    p.mkdir(parents=True, exist_ok=True)
-    return p
+    final = Path(out)
+    if final.exists() and not final.is_dir():
+        raise UserError(f"--out {final} exists and is not a folder")
+    base = _existing_ancestor(final)
+    if not os.access(base, os.W_OK | os.X_OK) or (final.exists() and not os.access(final, os.W_OK | os.X_OK)):
+        raise UserError(f"cannot write --out {final}: permission denied")
+    try:
+        if not staged:
+            final.mkdir(parents=True, exist_ok=True)
+            return final
+        staging = Path(tempfile.mkdtemp(prefix=f".{final.name or 'out'}.partial-", dir=base))
+        umask = os.umask(0)
+        os.umask(umask)
+        staging.chmod(0o777 & ~umask)  # mkdtemp makes it private; the result is an ordinary folder
+    except OSError as e:
+        raise UserError(f"cannot write --out {final}: {e.strerror or e}") from None
+    _STAGED.append(_Staged(staging, final))
+    return staging
+
+
+def _publish(s: _Staged) -> None:
+    """Move a finished staging folder into place: a rename when ``--out`` is new, else file by file into the
+    existing folder (its other files are kept), the result files last."""
+    if not s.final.exists():
+        s.final.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            os.rename(s.staging, s.final)
+            return
+        except OSError:  # another filesystem or a race: fall back to moving file by file
+            s.final.mkdir(parents=True, exist_ok=True)
+    for name in _RESULT_FILES:
+        (s.final / name).unlink(missing_ok=True)
+    entries = sorted(s.staging.iterdir(), key=lambda e: e.name in _RESULT_FILES)
+    for entry in entries:
+        target = s.final / entry.name
+        if target.is_dir() and not target.is_symlink():
+            shutil.rmtree(target)
+        os.replace(entry, target)
+    shutil.rmtree(s.staging, ignore_errors=True)
+
+
+def finish_outputs(ok: bool) -> None:
+    """Publish (``ok``) or remove every staging folder of this process; a failed move is a UserError."""
+    while _STAGED:
+        s = _STAGED.pop()
+        if not ok:
+            shutil.rmtree(s.staging, ignore_errors=True)
+            continue
+        try:
+            _publish(s)
+        except OSError as e:
+            shutil.rmtree(s.staging, ignore_errors=True)
+            raise UserError(f"cannot write --out {s.final}: {e.strerror or e}") from None
+
+
+def final_path(path: Path) -> Path:
+    """Where a file written under a staging folder will be once it is published (other paths unchanged)."""
+    for s in _STAGED:
+        if path == s.staging or s.staging in path.parents:
+            return s.final / path.relative_to(s.staging)
+    return path
+
+
+def json_safe(obj):
+    """``obj`` with every non-finite float replaced by None (recursively through dicts, lists, tuples)."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_safe(v) for v in obj]
+    return obj
+
+
+def dumps(obj, *, indent: int | None = None) -> str:
+    """Strict JSON (RFC 8259): NaN and infinities become null; anything else non-finite raises."""
+    return json.dumps(json_safe(obj), indent=indent, allow_nan=False)
 
 
 def write_json(obj: dict, path: Path) -> Path:
-    path.write_text(json.dumps(obj, indent=2) + "\n", encoding="utf-8")
+    """Write ``obj`` as strict JSON, atomically (a temporary file renamed into place)."""
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(dumps(obj, indent=2) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
     return path
 
 
 def emit(result: dict, args: argparse.Namespace, human: str) -> None:
-    """Print ``result`` as JSON with ``--json``, else the human-readable text."""
+    """Print ``result`` as strict JSON with ``--json``, else the human-readable text."""
     if getattr(args, "json", False):
-        sys.stdout.write(json.dumps(result) + "\n")
+        sys.stdout.write(dumps(result) + "\n")
     else:
         sys.stdout.write(human.rstrip("\n") + "\n")
+
+
+def warn(text: str | None) -> list[str]:
+    """Say ``text`` (a warning the user should see; None: nothing) on one stderr line; returns it as the list
+    of notes that result.json keeps."""
+    if not text:
+        return []
+    sys.stderr.write(f"robustlens: warning: {text}\n")
+    sys.stderr.flush()
+    return [text]
+
+
+def add_max_pixels_arg(p: argparse.ArgumentParser) -> None:
+    """``--max-pixels`` for commands that read images (applied by the CLI's ``main``)."""
+    p.add_argument("--max-pixels", type=pixel_count, default=None, metavar="N",
+                   help="refuse images larger than N pixels before decoding them (default 50e6, or "
+                        "$ROBUSTLENS_MAX_PIXELS)")
+
+
+def pixel_count(text: str) -> int:
+    """argparse type: a whole number of pixels >= 1 (``50e6`` allowed)."""
+    try:
+        return parse_max_pixels(text)
+    except UserError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def progress_enabled(args: argparse.Namespace) -> bool:

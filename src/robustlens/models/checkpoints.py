@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import pickle
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,40 +15,149 @@ from torch import nn
 
 from robustlens.errors import UserError
 
+ZIP_MAGIC = (b"PK\x03\x04", b"PK\x05\x06")
+_SAFE_PICKLE_MODULES = ("torch", "collections", "builtins", "_codecs", "numpy")
+
 
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     """Tensors of a ``.safetensors`` file or a torch checkpoint, loaded without running pickled code.
 
     A torch checkpoint may be a plain state dict or a dict holding one under ``state_dict``, ``model`` or
-    ``model_state_dict``.
+    ``model_state_dict``. A file that cannot be read raises UserError saying what it is (empty, not a weights
+    file, a truncated zip or pickle, a pickle with code, an invalid safetensors header, ...).
     """
     p = Path(path)
     if not p.is_file():
         raise UserError(f"weights file not found: {p}")
-    if p.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        try:
-            return load_file(str(p))
-        except Exception as e:  # safetensors raises its own error types
-            raise UserError(f"cannot read safetensors file {p}: {e}") from None
+    try:
+        with open(p, "rb") as f:
+            head = f.read(16)
+        size = p.stat().st_size
+    except OSError as e:
+        raise UserError(f"cannot read weights file {p}: {e.strerror or e}") from None
+    if size == 0:
+        raise UserError(f"cannot read weights file {p}: the file is empty")
+    if p.suffix == ".safetensors" or _looks_safetensors(head, size):
+        return _read_safetensors(p, size)
+    if not (head.startswith(ZIP_MAGIC) or _looks_pickle(head)):
+        raise UserError(f"cannot read weights file {p}: not a weights file (neither a torch zip archive, a pickle "
+                        f"nor safetensors; it starts with bytes {head[:8].hex(' ')})")
     try:
         with warnings.catch_warnings():  # torch warns about old pickle protocols before refusing or loading
             warnings.filterwarnings("ignore", message="Detected pickle protocol")
             obj = torch.load(p, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else "unsupported content"
-        raise UserError(f"refusing to load {p}: it holds pickled objects other than tensors ({first})") from None
-    except (RuntimeError, EOFError, OSError) as e:
-        raise UserError(f"cannot read checkpoint {p}: {e}") from None
+    except Exception as e:  # torch raises many types for damaged files: say what the file is instead
+        raise UserError(f"cannot read checkpoint {p}: {_diagnose_torch_file(p, head, e)}") from None
     if isinstance(obj, dict):
         for key in ("state_dict", "model", "model_state_dict"):
             if key in obj and isinstance(obj[key], dict):
                 obj = obj[key]
                 break
     if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
-        raise UserError(f"{p} does not hold a state dict of tensors")
+        raise UserError(f"{p} does not hold a state dict of tensors (found {type(obj).__name__})")
     return obj
+
+
+def _looks_pickle(head: bytes) -> bool:
+    """A pickle of protocol 2-5 (what torch writes) starts with PROTO (0x80) and the protocol number."""
+    return len(head) >= 2 and head[0] == 0x80 and 2 <= head[1] <= 5
+
+
+def _looks_safetensors(head: bytes, size: int) -> bool:
+    """Safetensors: an 8-byte little-endian header length, then a JSON object."""
+    return len(head) >= 9 and head[8:9] == b"{" and 2 <= int.from_bytes(head[:8], "little") <= size - 8
+
+
+def _read_safetensors(p: Path, size: int) -> dict[str, torch.Tensor]:
+    """Check the header (length, JSON, offsets within the file) and load the tensors."""
+    from safetensors.torch import load_file
+
+    with open(p, "rb") as f:
+        n = int.from_bytes(f.read(8).ljust(8, b"\0"), "little")
+        if size < 8 or n > size - 8 or n > 100_000_000:
+            raise UserError(f"invalid safetensors header in {p}: it says {n} header bytes but the file holds {size}")
+        raw = f.read(n)
+    try:
+        header = json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        raise UserError(f"invalid safetensors header in {p}: the header is not valid JSON") from None
+    if not isinstance(header, dict):
+        raise UserError(f"invalid safetensors header in {p}: the header is not a JSON object")
+    try:
+        end = max([int(v["data_offsets"][1]) for k, v in header.items() if k != "__metadata__"] or [0])
+    except (TypeError, KeyError, IndexError, ValueError):
+        raise UserError(f"invalid safetensors header in {p}: an entry has no valid data_offsets") from None
+    if 8 + n + end > size:
+        raise UserError(f"truncated safetensors file {p}: its tensors need {8 + n + end} bytes, it holds {size}")
+    try:
+        return load_file(str(p))
+    except Exception as e:  # safetensors raises its own error types
+        raise UserError(f"cannot read safetensors file {p}: {' '.join(str(e).split()) or type(e).__name__}") from None
+
+
+def _diagnose_torch_file(p: Path, head: bytes, error: Exception) -> str:
+    """Why ``torch.load`` failed on ``p``, from its bytes (never unpickled): the reason for the user."""
+    import zipfile
+
+    if head.startswith(ZIP_MAGIC):
+        try:
+            with zipfile.ZipFile(p) as z:
+                names = z.namelist()
+                bad = z.testzip()
+        except (zipfile.BadZipFile, OSError, EOFError, ValueError):
+            return "a truncated or damaged zip archive (the torch checkpoint was cut short or corrupted)"
+        if bad is not None:
+            return f"a damaged zip archive (member {bad} fails its checksum)"
+        pickles = [n for n in names if n.endswith("data.pkl")]
+        if not pickles:
+            return "a zip archive, but not a torch checkpoint (no data.pkl inside)"
+        with zipfile.ZipFile(p) as z:
+            return _diagnose_pickle(z.read(pickles[0]), error)
+    return _diagnose_pickle(p.read_bytes(), error)
+
+
+def _pickle_globals(data: bytes) -> list[str]:
+    """The ``module.name`` globals of the pickles at the start of ``data`` (torch's legacy format is several
+    pickles in a row, then raw storage bytes); scanned with :mod:`pickletools`, nothing is executed. A pickle
+    that breaks or ends early raises ``ValueError``."""
+    import pickletools
+
+    found: list[str] = []
+    pos = 0
+    while pos < len(data) and _looks_pickle(data[pos:pos + 2]) and len(found) < 1000:
+        strings: list[str] = []
+        end: int | None = None
+        try:
+            for op, arg, at in pickletools.genops(data[pos:]):
+                if isinstance(arg, str):
+                    strings.append(arg)
+                if op.name == "GLOBAL":
+                    found.append(str(arg).replace(" ", "."))
+                elif op.name == "STACK_GLOBAL" and len(strings) >= 2:
+                    found.append(f"{strings[-2]}.{strings[-1]}")
+                elif op.name == "STOP":
+                    end = pos + (at or 0) + 1
+        except Exception as e:  # genops stops at a byte that is no opcode, or at the end of the data
+            raise ValueError(str(e)) from None
+        if end is None:
+            raise ValueError("no STOP opcode")
+        pos = end
+    return found
+
+
+def _diagnose_pickle(data: bytes, error: Exception) -> str:
+    """Why torch could not load the pickle ``data``: truncated, code that would run, or torch's own reason."""
+    try:
+        globals_seen = _pickle_globals(data)
+    except ValueError:
+        return "a truncated or damaged pickle (it ends or breaks before its STOP opcode)"
+    unsafe = [g for g in globals_seen if not g.startswith(_SAFE_PICKLE_MODULES)]
+    if unsafe:
+        return f"refused: the pickle would run code ({', '.join(dict.fromkeys(unsafe))}); only tensors are loaded"
+    if isinstance(error, EOFError):
+        return "truncated: the file ends before the checkpoint's data does"
+    first = " ".join(str(error).split())[:200]
+    return f"torch cannot load it ({type(error).__name__}: {first or 'no reason given'})"
 
 
 def load_into(net: nn.Module, state: dict[str, torch.Tensor], *, source: str = "checkpoint") -> None:
@@ -152,7 +260,7 @@ def save_weights(state: dict[str, torch.Tensor], path: str | Path, metadata: dic
     return p
 
 
-def _strip_module(state: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], str]:
+def strip_module(state: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], str]:
     """Remove a DataParallel/DDP ``module.`` (or torch.compile ``_orig_mod.``) prefix carried by every key."""
     prefix = ""
     for p in ("module.", "_orig_mod."):
@@ -165,7 +273,7 @@ def _strip_module(state: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tenso
 def is_madry(state: dict[str, torch.Tensor]) -> bool:
     """A MadryLab ``robustness`` AttackerModel state dict: ``[module.]model.*``, ``[module.]normalizer.*``
     (and usually ``[module.]attacker.model.*``, ``[module.]attacker.normalize.*``)."""
-    keys, _ = _strip_module(state)
+    keys, _ = strip_module(state)
     return any(k.startswith("model.") for k in keys) and any(k.startswith("normalizer.") for k in keys)
 
 
@@ -173,7 +281,7 @@ def _vector(t: torch.Tensor) -> tuple[float, ...]:
     return tuple(float(f"{float(v):.7g}") for v in t.detach().reshape(-1))
 
 
-def _normalizer(state: dict[str, torch.Tensor], prefix: str) -> tuple[tuple | None, tuple | None]:
+def read_normalizer(state: dict[str, torch.Tensor], prefix: str) -> tuple[tuple | None, tuple | None]:
     found: dict[str, tuple[float, ...]] = {}
     for what, names in _NORMALIZER_SUFFIXES.items():
         for n in names:
@@ -220,7 +328,7 @@ def load_weights(net: nn.Module, spec: str | Path) -> LoadedWeights:
     state = read_state_dict(path)
     metadata = read_metadata(path)
     own = net.state_dict()
-    stripped, module_prefix = _strip_module(state)
+    stripped, module_prefix = strip_module(state)
     if kind == "madry" and not is_madry(stripped):
         raise UserError(f"{path} is not a MadryLab robustness checkpoint (no model.* and normalizer.* keys)")
     madry = is_madry(stripped)
@@ -230,7 +338,7 @@ def load_weights(net: nn.Module, spec: str | Path) -> LoadedWeights:
     outside = {k: v for k, v in stripped.items() if not k.startswith(prefix)}
     mean = std = None
     for cand in ("normalizer.",) if madry else ("normalize.", "normalizer.", "norm.", ""):
-        mean, std = _normalizer(outside, cand)
+        mean, std = read_normalizer(outside, cand)
         if mean is not None:
             break
     for k, v in own.items():
@@ -241,104 +349,3 @@ def load_weights(net: nn.Module, spec: str | Path) -> LoadedWeights:
     kind_found = "madry" if madry else ("robustlens" if metadata else "state_dict")
     return LoadedWeights(source=str(path), kind=kind_found, prefix=module_prefix + prefix, mean=mean, std=std,
                          ignored=ignored, metadata=metadata)
-
-
-# --- safe conversion of other projects' pickles (MadryLab's dill checkpoints) to safetensors ---------------
-
-_ALLOWED_GLOBALS = {
-    ("collections", "OrderedDict"), ("builtins", "set"), ("builtins", "frozenset"), ("torch", "Size"),
-    ("torch._utils", "_rebuild_tensor"), ("torch._utils", "_rebuild_tensor_v2"), ("torch._utils", "_rebuild_parameter"),
-}
-
-
-class _Stub:
-    """Stands in for any global the restricted unpickler refuses to import: it absorbs construction, state and
-    items and never runs anything."""
-
-    refused = ""
-
-    def __new__(cls, *args, **kwargs):
-        return object.__new__(cls)
-
-    def __init__(self, *args, **kwargs):
-        pass
-
-    def __call__(self, *args, **kwargs):
-        return _Stub()
-
-    def __setstate__(self, state):
-        pass
-
-    def __setitem__(self, key, value):
-        pass
-
-    def append(self, item):
-        pass
-
-    def extend(self, items):
-        pass
-
-
-class _RestrictedUnpickler(pickle.Unpickler):
-    """Builds tensors, storages and plain containers only; every other global becomes a :class:`_Stub`
-    (recorded in ``refused``), so no pickled code is imported or run."""
-
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.refused: set[str] = set()
-
-    def find_class(self, module: str, name: str):
-        if (module, name) in _ALLOWED_GLOBALS or (module == "torch" and isinstance(getattr(torch, name, None),
-                                                                                    torch.dtype)):
-            return super().find_class(module, name)
-        self.refused.add(f"{module}.{name}")
-        return type(f"Stub_{name}", (_Stub,), {"refused": f"{module}.{name}"})
-
-
-def _restricted_pickle_module():
-    import types
-
-    mod = types.ModuleType("robustlens_restricted_pickle")
-    mod.Unpickler = _RestrictedUnpickler  # type: ignore[attr-defined]
-    mod.load = lambda f, **kw: _RestrictedUnpickler(f, **kw).load()  # type: ignore[attr-defined]
-    mod.__name__ = "robustlens_restricted_pickle"
-    return mod
-
-
-def read_foreign_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
-    """The state dict inside a torch checkpoint written by another project, even one pickled with dill (MadryLab
-    robustness): tensors and containers are rebuilt, any other object (optimizer schedules, argument namespaces,
-    functions) is replaced by an inert stub, never imported. The state dict is ``ckpt["model"]`` /
-    ``ckpt["state_dict"]`` or the checkpoint itself, and must hold tensors only."""
-    p = Path(path)
-    try:
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message="Detected pickle protocol")
-            # weights_only=False is required by torch with a custom pickle module; the module's Unpickler is the
-            # restricted one above, which refuses every global outside _ALLOWED_GLOBALS.
-            obj = torch.load(p, map_location="cpu", pickle_module=_restricted_pickle_module(), weights_only=False)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError, KeyError) as e:
-        raise UserError(f"cannot read checkpoint {p}: {str(e).strip().splitlines()[0] if str(e).strip() else e}") \
-            from None
-    if isinstance(obj, dict):
-        for key in ("model", "state_dict", "model_state_dict"):
-            if isinstance(obj.get(key), dict):
-                obj = obj[key]
-                break
-    if not isinstance(obj, dict) or not obj or not all(isinstance(v, torch.Tensor) for v in obj.values()):
-        raise UserError(f"{p} does not hold a state dict of tensors (under 'model', 'state_dict' or at the top)")
-    return dict(obj)
-
-
-def convert_checkpoint(src: str | Path, dst: str | Path, metadata: dict | None = None) -> Path:
-    """Convert a foreign checkpoint ``src`` to the project's safetensors file ``dst`` (see
-    :func:`read_foreign_checkpoint`): a ``module.`` prefix is stripped, and for a MadryLab checkpoint only the
-    network (``model.*``) is kept — the attacker's copy is dropped — with the normaliser's mean/std stored in
-    the metadata. Returns ``dst``."""
-    state, _ = _strip_module(read_foreign_checkpoint(src))
-    meta = dict(metadata or {})
-    if is_madry(state):
-        mean, std = _normalizer(state, "normalizer.")
-        state = {k[len("model."):]: v for k, v in state.items() if k.startswith("model.")}
-        meta.update({"layout": "madry", "checkpoint_mean": mean, "checkpoint_std": std})
-    return save_weights(state, dst, meta)

@@ -15,8 +15,8 @@ from pathlib import Path
 
 from robustlens.errors import UserError, unknown
 from robustlens.models._registry import register_model
-from robustlens.models.checkpoints import convert_checkpoint
 from robustlens.models.classifier import Classifier, Normalize
+from robustlens.models.foreign import convert_checkpoint
 from robustlens.models.hub import digest_record, download, hub_checkpoints, offline, where_to_put
 from robustlens.models.preprocess import IMAGENET_MEAN, IMAGENET_STD
 

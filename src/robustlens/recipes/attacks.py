@@ -68,9 +68,10 @@ def pgd(
     y = torch.as_tensor(y, dtype=torch.long, device=x.device).reshape(-1)
     if y.numel() not in (1, x.shape[0]):
         raise ValueError(f"y has {y.numel()} labels for {x.shape[0]} images")
+    eps, step = _check_attack(eps=eps, step_size=step_size, steps=steps, restarts=restarts, loss=loss)
     threat = make_threat(norm, eps)
     criterion = criterion_for(y, targeted=targeted)
-    res = optimize(model, x, criterion.objective(loss), threat=threat, steps=steps, rule=SteepestStep(step_size),
+    res = optimize(model, x, criterion.objective(loss), threat=threat, steps=steps, rule=SteepestStep(float(step)),
                    start=RandomInThreat() if random_start else AtInput(), restarts=restarts, criterion=criterion,
                    early_stop=early_stop, output=EightBit(threat) if quantize else None, seed=seed,
                    progress=progress, history=False, speed=speed, desc="pgd")

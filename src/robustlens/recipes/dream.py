@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from robustlens.checks import count, finite, positive
 from robustlens.errors import UserError
 from robustlens.models.layers import resolve_layer
 from robustlens.optim.engine import optimize
@@ -80,8 +81,11 @@ def dream(
         raise UserError(f"octaves must be at least 1, got {octaves}")
     if steps < 1:
         raise UserError(f"steps must be at least 1, got {steps}")
+    finite("octave_scale", octave_scale)
     if octave_scale < 1:
         raise UserError(f"octave scale must be at least 1, got {octave_scale}")
+    positive("step_size", step_size)
+    count("jitter_pixels", jitter_pixels, minimum=0)
     x = (image.unsqueeze(0) if image.dim() == 3 else image).detach()
     sizes = check_octaves(x.shape[-2], x.shape[-1], octaves, octave_scale)
     detail = torch.zeros(*x.shape[:2], *sizes[0], device=x.device, dtype=x.dtype)

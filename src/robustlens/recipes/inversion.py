@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from robustlens.checks import positive
+from robustlens.checks import count, positive
 from robustlens.errors import UserError
 from robustlens.models.layers import get_activations, resolve_layer
 from robustlens.optim.engine import optimize
@@ -83,7 +83,7 @@ def invert(
     layers = list(layers)
     if not layers:
         raise UserError("give at least one layer")
-    positive("steps", steps)
+    count("steps", steps)
     positive("lr", lr)
     positive("tv_weight", tv_weight, allow_zero=True)
     if schedule not in SCHEDULES:

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from robustlens.checks import count, positive
 from robustlens.errors import UserError
 from robustlens.models.layers import get_activations, resolve_layer
 from robustlens.optim.engine import optimize
@@ -92,6 +93,8 @@ def visualize(
         raise UserError(f"steps must be at least 1, got {steps}")
     if batch < 1:
         raise UserError(f"batch must be at least 1, got {batch}")
+    positive("lr", lr)
+    count("size", size)
     config = getattr(model, "config", None)
     size = size or (config.input_size if config else 224)
     obj = as_objective(objective)

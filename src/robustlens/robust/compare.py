@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 from PIL import Image
 
+from robustlens.checks import count, positive
 from robustlens.errors import UserError
 from robustlens.models.labels import imagenet_classes, resolve_class
 from robustlens.models.preprocess import to_batch
@@ -95,6 +96,11 @@ def compare_models(
     adversarial image with every other model."""
     if len(models) < 2:
         raise UserError("compare needs at least two models")
+    positive("eps", eps, allow_zero=True)
+    positive("step_size", step_size)
+    positive("invert_lr", invert_lr)
+    count("steps", steps)
+    count("invert_steps", invert_steps)
     targets = check_same_target(models, target) if target is not None else [None] * len(models)
     runs = []
     for m, t in zip(models, targets):

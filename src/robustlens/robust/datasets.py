@@ -23,7 +23,9 @@ from __future__ import annotations
 
 import csv
 import gzip
+import math
 import re
+import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -57,14 +59,24 @@ def parse_data_spec(text: str) -> DataSpec:
     if not sep or kind not in DATA_KINDS:
         raise UserError(f"--data {text!r}: expected KIND:PATH with KIND one of {', '.join(DATA_KINDS)} "
                         "(e.g. folder:imagenette128/val, mnist:data/mnist)")
-    path = Path(rest).expanduser()
-    if not path.exists():
+    try:
+        path = Path(rest).expanduser()
+        exists, is_dir, is_file = path.exists(), path.is_dir(), path.is_file()
+    except (OSError, ValueError, RuntimeError) as e:  # a NUL byte, a name too long, an unknown ~user, ...
+        raise UserError(f"--data {text!r}: not a usable path ({_reason(e)})") from None
+    if not exists:
         raise UserError(f"--data {text!r}: {path} does not exist")
-    if kind in ("folder", "nips17") and not path.is_dir():
+    if kind in ("folder", "nips17") and not is_dir:
         raise UserError(f"--data {text!r}: {kind} needs a folder, {path} is a file")
-    if kind == "list" and not path.is_file():
+    if kind == "list" and not is_file:
         raise UserError(f"--data {text!r}: list needs a file of 'path, label' lines, {path} is a folder")
     return DataSpec(kind, path)
+
+
+def _reason(e: BaseException) -> str:
+    """One line for an exception raised while reading a path or file."""
+    text = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
+    return " ".join(text.split()) or type(e).__name__
 
 
 # --- label spaces -----------------------------------------------------------------------------------------
@@ -225,7 +237,9 @@ def _nips17(path: Path, space: LabelSpace) -> tuple[list[Path], list[int], int]:
         rows = list(csv.DictReader(f))
     if not rows or "ImageId" not in rows[0] or "TrueLabel" not in rows[0]:
         raise UserError(f"{table}: expected columns ImageId and TrueLabel")
-    for row in rows:
+    for n, row in enumerate(rows, 2):
+        if not row.get("ImageId") or not str(row.get("TrueLabel") or "").strip().isdigit():
+            raise UserError(f"{table}:{n}: expected an ImageId and a whole-number TrueLabel, got {row!r}"[:300])
         stem = path / "images" / row["ImageId"]
         found = next((stem.with_suffix(s) for s in (".jpg", ".png", ".jpeg") if stem.with_suffix(s).is_file()), None)
         if found is None:
@@ -269,8 +283,8 @@ def read_idx(path: str | Path) -> np.ndarray:
     try:
         with opener(p, "rb") as f:
             data = f.read()
-    except (OSError, EOFError) as e:
-        raise UserError(f"cannot read IDX file {p}: {e}") from None
+    except (OSError, EOFError, zlib.error) as e:
+        raise UserError(f"cannot read IDX file {p}: {_reason(e)}") from None
     if len(data) < 4 or data[0] != 0 or data[1] != 0:
         raise UserError(f"{p} is not an IDX file (bad magic number)")
     dtypes = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
@@ -280,7 +294,7 @@ def read_idx(path: str | Path) -> np.ndarray:
     shape = tuple(int.from_bytes(data[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
     dtype = np.dtype(dtypes[data[2]])
     body = data[4 + 4 * ndim:]
-    if len(body) != int(np.prod(shape)) * dtype.itemsize:
+    if len(body) != math.prod(shape) * dtype.itemsize:
         raise UserError(f"{p}: IDX header says shape {shape} but the file holds {len(body)} bytes of data")
     return np.frombuffer(body, dtype=dtype).reshape(shape)
 
@@ -328,7 +342,12 @@ def open_dataset(spec: str | DataSpec, model, *, limit: int | None = None) -> La
         keep = spread_indices(len(labels), limit)
         return LabelledImages(config, labels[keep].tolist(), pixels=pixels[keep], description=str(spec))
     reader = {"folder": _folder, "nips17": _nips17, "list": _list}[spec.kind]
-    paths, labels, skipped = reader(spec.path, space)
+    try:
+        paths, labels, skipped = reader(spec.path, space)
+    except UserError:
+        raise
+    except (OSError, UnicodeDecodeError, csv.Error, ValueError) as e:  # unreadable file, bad bytes, odd path
+        raise UserError(f"{spec}: cannot read it ({_reason(e)})") from None
     if not paths:
         raise UserError(f"{spec}: none of its {skipped} images belongs to a class of the model")
     keep = spread_indices(len(paths), limit)

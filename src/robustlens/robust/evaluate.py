@@ -23,6 +23,8 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
+from robustlens.checks import count, positive
+from robustlens.errors import UserError
 from robustlens.optim.steps import madry_step_size
 from robustlens.robust.distributed import Context, all_reduce_sum
 
@@ -116,11 +118,12 @@ def evaluate_robustness(
 
     eps = sorted(float(e) for e in eps)
     if not eps:
-        raise ValueError("give at least one eps")
-    if any(e < 0 for e in eps):
-        raise ValueError(f"eps must be >= 0, got {eps}")
-    if steps < 1 or restarts < 1 or batch_size < 1:
-        raise ValueError("steps, restarts and batch_size must be at least 1")
+        raise UserError("give at least one eps")
+    for e in eps:
+        positive("eps", e, allow_zero=True)
+    positive("step_size", step_size)
+    for name, value in (("steps", steps), ("restarts", restarts), ("batch_size", batch_size)):
+        count(name, value)
     sizes = [step_size if step_size is not None else madry_step_size(e, steps) for e in eps]
     t0 = time.perf_counter()
     modes = _modes(model)

@@ -34,6 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from robustlens.checks import count, finite_all, positive
 from robustlens.errors import UserError
 from robustlens.models.checkpoints import save_weights
 from robustlens.robust.checkpointing import load_checkpoint, save_checkpoint
@@ -69,6 +70,13 @@ class TrainConfig:
     seed: int = 0
 
     def __post_init__(self):
+        finite_all(eps=self.eps, step_size=self.step_size, trades_beta=self.trades_beta, lr=self.lr,
+                   momentum=self.momentum, weight_decay=self.weight_decay, warmup=self.warmup,
+                   eps_ramp=self.eps_ramp)
+        positive("step_size", self.step_size)
+        for name in ("eps", "trades_beta", "momentum", "weight_decay"):
+            positive(name, getattr(self, name), allow_zero=True)
+        count("crop_padding", self.crop_padding, minimum=0)
         if self.method not in METHODS:
             raise UserError(f"unknown training method {self.method!r}; use one of {', '.join(METHODS)}")
         if self.schedule not in SCHEDULES:

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import torch
 
+from robustlens.checks import vacuous_eps
 from robustlens.cli.common import (
     add_optimisation_args,
     check_positive,
@@ -28,6 +29,7 @@ from robustlens.cli.common import (
     number,
     prepare_out,
     progress_enabled,
+    warn,
     write_json,
 )
 from robustlens.images import save_image
@@ -75,13 +77,15 @@ def run(args: argparse.Namespace) -> int:
     targets = None
     if args.target:
         targets = list(dict.fromkeys(resolve_class(t, model.num_classes) for t in args.target))
+    notes = warn(vacuous_eps(args.norm, eps, tuple(x.shape[1:])))
     out = prepare_out(args.out)
 
     res = attack(model, x, target=targets, norm=args.norm, eps=eps, step_size=args.step_size, steps=args.steps,
                  restarts=args.restarts, random_start=args.random_start, loss=args.loss,
                  quantize=not args.no_quantize, early_stop=args.early_stop, seed=args.seed,
                  progress=progress_enabled(args))
-    result = {**model.describe(), "image": str(args.image), "speed": speed.current().to_dict(), **res.to_dict()}
+    result = {**model.describe(), "image": str(args.image), "speed": speed.current().to_dict(), **res.to_dict(),
+              "notes": notes}
     name = model.class_name
     before = res.before[0][0]
     lines = [f"{model.name}: {args.image} is {before.name} ({before.index}), p={before.prob:.3f}",
@@ -102,7 +106,7 @@ def run(args: argparse.Namespace) -> int:
             if r["top1"] is not None:
                 lines.append(f"  {r['file']} read back: {r['name']} ({r['top1']}), p={r['prob']:.3f}")
         write_json(result, out / "result.json")
-        lines.append(f"images, figures and result.json in {out}")
+        lines.append(f"images, figures and result.json in {args.out}")
     else:
         lines.append("(use --out DIR to save the adversarial image and figures)")
     emit(result, args, "\n".join(lines))

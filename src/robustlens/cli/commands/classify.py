@@ -57,6 +57,6 @@ def run(args: argparse.Namespace) -> int:
         lines += [f"  {p.index:>4}  {p.name:<32} logit {p.logit:8.3f}  prob {p.prob:.4f}" for p in ps]
     if out:
         write_json(result, out / "result.json")
-        lines.append(f"figures and result.json in {out}")
+        lines.append(f"figures and result.json in {args.out}")
     emit(result, args, "\n".join(lines))
     return 0

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import argparse
 
+from robustlens.checks import count, positive, vacuous_eps
 from robustlens.cli.common import (
+    add_max_pixels_arg,
     add_output_args,
     device_of,
     emit,
     number,
     prepare_out,
+    warn,
     write_json,
 )
 from robustlens.errors import UserError
@@ -37,9 +40,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--steps", type=int, default=100, help="attack steps (default 100, no early stop)")
     p.add_argument("--step-size", type=number, help="attack step (default 2.5*eps/steps)")
     p.add_argument("--invert-steps", type=int, default=200, help="inversion steps (default 200)")
-    p.add_argument("--invert-lr", type=float, default=0.05, help="inversion Adam learning rate (default 0.05)")
+    p.add_argument("--invert-lr", type=number, default=0.05, help="inversion Adam learning rate (default 0.05)")
     p.add_argument("--seed", type=int, default=0, help="seed for random init and inversion noise (default 0)")
     p.add_argument("--device", default="auto", help="cpu, cuda or auto")
+    add_max_pixels_arg(p)
     add_output_args(p)
     p.set_defaults(run=run)
 
@@ -72,12 +76,12 @@ def default_layers(models) -> list[str]:
     return list(names) if all(n in common for n in names) else []
 
 
-def _check_args(args: argparse.Namespace) -> None:
-    for name in ("steps", "invert_steps"):
-        if getattr(args, name) < 1:
-            raise UserError(f"--{name.replace('_', '-')} must be at least 1")
-    if args.eps < 0 or (args.step_size is not None and args.step_size <= 0):
-        raise UserError("--eps must be >= 0 and --step-size > 0")
+def _check_numbers(args: argparse.Namespace) -> None:
+    count("--steps", args.steps)
+    count("--invert-steps", args.invert_steps)
+    positive("--eps", args.eps, allow_zero=True)
+    positive("--step-size", args.step_size)
+    positive("--invert-lr", args.invert_lr)
 
 
 def _load_models(args: argparse.Namespace, specs: list[tuple[str, str | None]]) -> list:
@@ -131,7 +135,7 @@ def run(args: argparse.Namespace) -> int:
     from robustlens.models.layers import resolve_layer
     from robustlens.robust.compare import check_same_target, compare_models
 
-    _check_args(args)
+    _check_numbers(args)
     specs = parse_models(args.models)
     image = load_pil(args.image)
     models = _load_models(args, specs)
@@ -141,17 +145,19 @@ def run(args: argparse.Namespace) -> int:
             resolve_layer(m, layer)
     if args.target is not None:
         check_same_target(models, args.target)
+    cfg = models[0].config
+    notes = warn(vacuous_eps(args.norm, args.eps, (cfg.channels, cfg.input_size, cfg.input_size)))
     out = prepare_out(args.out)
     progress = not args.json and sys.stderr.isatty()
     runs = compare_models(models, image, target=args.target, norm=args.norm, eps=args.eps, steps=args.steps,
                           step_size=args.step_size, layers=layers, invert_steps=args.invert_steps,
                           invert_lr=args.invert_lr, seed=args.seed, progress=progress)
     result = {"image": str(args.image), "target": args.target, "layers": layers,
-              "models": [r.to_dict() for r in runs]}
+              "models": [r.to_dict() for r in runs], "notes": notes}
     lines = _summary(runs)
     if out:
         result["files"] = _write_figures(args, runs, out)
         write_json(result, out / "result.json")
-        lines.append(f"figure compare.png and result.json in {out}")
+        lines.append(f"figure compare.png and result.json in {args.out}")
     emit(result, args, "\n".join(lines))
     return 0

@@ -64,6 +64,6 @@ def run(args: argparse.Namespace) -> int:
                            image_grid([res.original[0], res.image[0]], ["original", f"dream at {args.layer}"],
                                       out / "comparison.png").name]
         write_json(result, out / "result.json")
-        lines.append(f"images and result.json in {out}")
+        lines.append(f"images and result.json in {args.out}")
     emit(result, args, "\n".join(lines))
     return 0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from robustlens.checks import count, positive, vacuous_eps
 from robustlens.cli.common import (
     add_model_args,
     add_output_args,
@@ -11,9 +12,9 @@ from robustlens.cli.common import (
     emit,
     number,
     prepare_out,
+    warn,
     write_json,
 )
-from robustlens.errors import UserError
 
 
 def eps_list(text: str) -> list[float]:
@@ -67,19 +68,19 @@ def run(args: argparse.Namespace) -> int:
     from robustlens.robust.evaluate import evaluate_robustness, plot_accuracy_vs_eps
 
     eps = args.eps or [DEFAULT_EPS[args.norm]]
-    for name in ("steps", "restarts", "batch_size"):
-        if getattr(args, name) < 1:
-            raise UserError(f"--{name.replace('_', '-')} must be at least 1")
-    if args.step_size is not None and args.step_size <= 0:
-        raise UserError("--step-size must be positive")
-    if args.workers < 0:
-        raise UserError("--workers must be >= 0")
+    for name in ("steps", "restarts", "batch_size", "limit"):
+        count(f"--{name.replace('_', '-')}", getattr(args, name))
+    positive("--step-size", args.step_size)
+    count("--workers", args.workers, minimum=0)
     spec = parse_data_spec(args.data)
     device = device_of(args)
     ctx = distributed.init(device)
     try:
         model = create_model(args.model, args.weights, seed=args.seed).to(ctx.device)
         dataset = open_dataset(spec, model, limit=args.limit)
+        c = model.config
+        notes = [n for e in eps for n in (warn(vacuous_eps(args.norm, e, (c.channels, c.input_size, c.input_size)))
+                                          if ctx.is_main else [])]
         out = prepare_out(args.out) if ctx.is_main else None
         result = evaluate_robustness(model, dataset, norm=args.norm, eps=eps, steps=args.steps,
                                      step_size=args.step_size, restarts=args.restarts, batch_size=args.batch_size,
@@ -87,7 +88,7 @@ def run(args: argparse.Namespace) -> int:
                                      progress=not args.no_progress)
         if not ctx.is_main:
             return 0
-        summary = {**model.describe(), "data": str(spec), **result.to_dict()}
+        summary = {**model.describe(), "data": str(spec), **result.to_dict(), "notes": notes}
         if out:
             summary["figures"] = [plot_accuracy_vs_eps({model.name: result}, out / "accuracy_vs_eps.png").name]
             write_json(summary, out / "result.json")
@@ -97,7 +98,7 @@ def run(args: argparse.Namespace) -> int:
         lines += [f"  robust accuracy {acc:.4f}  ({result.norm} eps={e:g}, PGD-{result.steps})"
                   for e, acc in result.robust_accuracy.items()]
         if out:
-            lines.append(f"figure and result.json in {out}")
+            lines.append(f"figure and result.json in {args.out}")
         emit(summary, args, "\n".join(lines))
         return 0
     finally:

@@ -66,6 +66,6 @@ def run(args: argparse.Namespace) -> int:
                                  out / "loss.png", logy=True, title="feature inversion").name)
         result["files"] = files
         write_json(result, out / "result.json")
-        lines.append(f"figures and result.json in {out}")
+        lines.append(f"figures and result.json in {args.out}")
     emit(result, args, "\n".join(lines))
     return 0

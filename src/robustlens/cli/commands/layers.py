@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 
+from robustlens.checks import count
 from robustlens.cli.common import add_model_args, emit, load_model
+from robustlens.images import check_size
 from robustlens.models.layers import last_linear, layer_table
 
 
@@ -27,6 +29,9 @@ def run(args: argparse.Namespace) -> int:
         result = run_checks(seed=args.seed)
         emit(result, args, format_checks(result))
         return 0 if result["passed"] else 1
+    if args.size is not None:
+        count("--size", args.size)
+        check_size((args.size, args.size), "--size")
     model = load_model(args).cpu()
     rows = layer_table(model, args.size)
     head_name, head = last_linear(model)

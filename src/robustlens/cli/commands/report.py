@@ -6,12 +6,16 @@ import argparse
 import sys
 from pathlib import Path
 
+from robustlens.checks import count, positive, vacuous_eps
 from robustlens.cli.common import (
+    add_max_pixels_arg,
     add_speed_args,
     device_of,
     emit,
     number,
+    prepare_out,
     speed_from_args,
+    warn,
 )
 from robustlens.models import DEFAULT_MODEL
 from robustlens.models.labels import resolve_class
@@ -57,10 +61,15 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help=f"attack norm of 4(e)(f) (default {d.robust_norm}, the robust model's training norm)")
     g.add_argument("--robust-eps", type=number, default=d.robust_eps, help=f"attack radius of 4(e)(f) (default {d.robust_eps})")
     add_report_args(p, out_default="robustlens-report")
+    add_max_pixels_arg(p)
     p.set_defaults(run=run)
 
 
 def settings_from(args: argparse.Namespace) -> ReportSettings:
+    count("--attack-steps", getattr(args, "attack_steps", None))
+    count("--inversion-steps", getattr(args, "inversion_steps", None))
+    for name in ("eps", "robust_eps"):
+        positive(f"--{name.replace('_', '-')}", getattr(args, name, None), allow_zero=True)
     over = {"seed": args.seed}
     if getattr(args, "layer", None):
         over["inversion_layers"] = tuple(args.layer)
@@ -81,13 +90,16 @@ def run_report(args: argparse.Namespace, **kwargs) -> int:
             sys.stderr.flush()
 
     settings = settings_from(args)
+    notes = warn(vacuous_eps(settings.norm, settings.eps, ())) + warn(vacuous_eps(settings.robust_norm,
+                                                                                  settings.robust_eps, ()))
     with speed_from_args(args):
-        report = build_report(args.out, settings=settings, device=device_of(args), log=log, **kwargs)
+        out = prepare_out(args.out)  # staged: moved into place when the command returns
+        report = build_report(out, settings=settings, device=device_of(args), log=log, **kwargs)
     sections = [{"id": s["id"], "title": s["title"], "status": s["status"], "seconds": round(s["seconds"], 2)}
                 for s in report["sections"]]
-    html = Path(report["html"]).resolve()
+    html = Path(args.out).resolve() / Path(report["html"]).name
     result = {"html": str(html), "json": str(html.with_name("report.json")),
-              "status": report["status"], "seconds": report["seconds"], "sections": sections}
+              "status": report["status"], "seconds": report["seconds"], "sections": sections, "notes": notes}
     lines = [f"  {s['status']:<11} {s['seconds']:7.1f} s  {s['title']}" for s in sections]
     lines += [f"total {report['seconds']:.1f} s; status {report['status']}", str(html)]
     emit(result, args, "\n".join(lines))

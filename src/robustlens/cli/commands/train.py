@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from robustlens.checks import count
 from robustlens.cli.common import (
     add_model_args,
     device_of,
@@ -36,16 +37,16 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--eps", type=number, default=0.0, help="radius in [0,1] pixel units, e.g. 8/255 or 1.0")
     g.add_argument("--steps", type=int, default=7, help="attack steps for pgd/trades (default 7)")
     g.add_argument("--step-size", type=number, help="attack step (default 2.5*eps/steps; fast: 1.25*eps)")
-    g.add_argument("--trades-beta", type=float, default=6.0, help="TRADES trade-off (default 6)")
-    g.add_argument("--eps-ramp", type=float, default=0.0, help="fraction of training over which eps grows from 0")
+    g.add_argument("--trades-beta", type=number, default=6.0, help="TRADES trade-off (default 6)")
+    g.add_argument("--eps-ramp", type=number, default=0.0, help="fraction of training over which eps grows from 0")
     g = p.add_argument_group("optimisation")
     g.add_argument("--epochs", type=int, default=10)
     g.add_argument("--batch-size", type=int, default=128, help="global batch size (default 128)")
-    g.add_argument("--lr", type=float, default=0.1, help="peak learning rate, SGD with Nesterov momentum")
-    g.add_argument("--momentum", type=float, default=0.9)
-    g.add_argument("--weight-decay", type=float, default=5e-4)
+    g.add_argument("--lr", type=number, default=0.1, help="peak learning rate, SGD with Nesterov momentum")
+    g.add_argument("--momentum", type=number, default=0.9)
+    g.add_argument("--weight-decay", type=number, default=5e-4)
     g.add_argument("--schedule", default="onecycle", choices=["onecycle", "cosine", "constant"])
-    g.add_argument("--warmup", type=float, default=0.2, help="onecycle warm-up fraction (default 0.2)")
+    g.add_argument("--warmup", type=number, default=0.2, help="onecycle warm-up fraction (default 0.2)")
     g.add_argument("--crop-padding", type=int, default=0, help="random-crop padding in pixels (default 0: none)")
     g.add_argument("--flip", action="store_true", help="random horizontal flips")
     p.add_argument("--workers", type=int, default=0, help="DataLoader workers for decoding images (default 0)")
@@ -60,6 +61,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(run=run)
 
 
+def _check_counts(args: argparse.Namespace) -> None:
+    for name, minimum in (("limit", 1), ("val_limit", 1), ("val_robust", 0), ("workers", 0), ("threads", 1),
+                          ("checkpoint_every", 0), ("log_every", 1), ("crop_padding", 0)):
+        count(f"--{name.replace('_', '-')}", getattr(args, name), minimum=minimum)
+
+
 def run(args: argparse.Namespace) -> int:
     import torch
 
@@ -68,6 +75,7 @@ def run(args: argparse.Namespace) -> int:
     from robustlens.robust.datasets import open_dataset, parse_data_spec, preload
     from robustlens.robust.training import TrainConfig, train
 
+    _check_counts(args)
     if args.threads:
         torch.set_num_threads(args.threads)
     cfg = TrainConfig(method=args.method, norm=args.norm, eps=args.eps, steps=args.steps, step_size=args.step_size,
@@ -83,7 +91,7 @@ def run(args: argparse.Namespace) -> int:
         train_set = open_dataset(data, model, limit=args.limit)
         val_set = open_dataset(val_spec, model, limit=args.val_limit) if val_spec else None
         if ctx.is_main:
-            prepare_out(args.out)
+            prepare_out(args.out, staged=False)
         distributed.barrier(ctx)
         out = Path(args.out)
         show = not args.no_progress and ctx.is_main

@@ -18,7 +18,7 @@ from robustlens.cli.common import (
     progress_enabled,
     write_json,
 )
-from robustlens.images import save_image
+from robustlens.images import check_size, save_image
 from robustlens.optim.objectives import parse_channel
 from robustlens.optim.param import PARAMS
 from robustlens.plots import plot_curves
@@ -45,6 +45,8 @@ def run(args: argparse.Namespace) -> int:
     check_positive("--lr", args.lr)
     check_positive("--batch", args.batch)
     check_positive("--size", args.size)
+    if args.size is not None:
+        check_size((args.size, args.size), "--size")
     parse_channel(args.objective)
     model = load_model(args)
     from robustlens.optim.objectives import as_objective
@@ -67,6 +69,6 @@ def run(args: argparse.Namespace) -> int:
                                  title=f"feature visualisation {args.objective}").name)
         result["files"] = files
         write_json(result, out / "result.json")
-        lines.append(f"images and result.json in {out}")
+        lines.append(f"images and result.json in {args.out}")
     emit(result, args, "\n".join(lines))
     return 0
