@@ -69,6 +69,8 @@ def command_argvs(image: Path, data: Path) -> dict[str, list[str]]:
         "report": ["report", "--quick", "--image", image, "--model", "imagenette_resnet", "--weights", "none",
                    "--robust-model", "imagenette_resnet", "--attack-steps", "2", "--inversion-steps", "2", "--target", "3"],
         "demo": ["demo", "--quick"],
+        "explain": ["explain", image, "--method", "saliency", "--models", "imagenette_resnet=none"],
+        "synthesize": ["synthesize", "inpaint", image, "--steps", "2", *TINY],
     }
 
 
