@@ -5,7 +5,9 @@ handlers (``run_explain``, ``run_synthesis``) take plain values, so tests call t
 from __future__ import annotations
 
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 import torch
@@ -147,6 +149,7 @@ def _task_inputs(task: str, robust: Classifier, image, editor, cls: int | None) 
 def run_synthesis(bank: ModelBank, image, task: str, cls, editor, steps: int, seed: int = 0):
     """One synthesis task on the standard and the robust model, same inputs: (start, standard result, robust
     result, summary)."""
+    from robustlens.recipes.synthesis import SynthesisResult
     from robustlens.recipes.synthesis.figures import RECIPES
 
     if task not in SYN_TASKS:
@@ -155,7 +158,8 @@ def run_synthesis(bank: ModelBank, image, task: str, cls, editor, steps: int, se
     c = _class_of(robust, cls, required=task in ("translate", "sketch"))
     steps, seed = whole("steps", steps, *LIMITS["syn_steps"]), whole("seed", seed, 0, 2**31 - 1)
     inputs, note = _task_inputs(task, robust, image, editor, c)
-    results = {k: RECIPES[task](m, steps=steps, seed=seed, progress=True, **inputs)
+    recipe = cast("Callable[..., SynthesisResult]", RECIPES[task])
+    results = {k: recipe(m, steps=steps, seed=seed, progress=True, **inputs)
                for k, m in (("standard", standard), ("robust", robust))}
     lines = [f"**{task}** from {note}; {steps} steps, L2 ε = {results['robust'].settings['eps']:.3g} "
              f"(published, scaled to {int(robust.config.input_size)} px), seed {seed}."]

@@ -70,8 +70,9 @@ def _plot(rows: list[tuple[str, torch.Tensor, dict[str, torch.Tensor]]], path: P
     return path
 
 
-def _maps(ctx: ReportContext, model: Classifier, x: torch.Tensor, target: int) -> tuple[dict, dict]:
-    """Every method's map of ``x`` (1,C,S,S) for ``target``: ({method: (C,S,S) map}, {method: JSON info})."""
+def _maps(ctx: ReportContext, model: Classifier, x: torch.Tensor, target: int | None) -> tuple[dict, dict]:
+    """Every method's map of ``x`` (1,C,S,S) for ``target`` (None: the model's top-1): ({method: (C,S,S) map},
+    {method: JSON info})."""
     st = ctx.settings
     maps, info = {}, {}
     for method in st.explain_methods:
@@ -101,7 +102,9 @@ def section_explain(ctx: ReportContext, s: Section) -> None:
     cname = robust.class_name(t_rob)
     s.settings.update({"class": f"{cname} (the robust model's top-1)", "methods": ", ".join(st.explain_methods),
                        "Integrated Gradients steps": st.explain_steps, "SmoothGrad samples": st.explain_samples})
-    rows, data, table = [], {}, []
+    rows: list = []
+    data: dict[str, dict] = {}
+    table: list = []
     for kind, model in (("standard", standard), ("robust", robust)):
         t = targets[kind] if targets[kind] >= 0 else None  # None: the model's own top-1
         maps, info = _maps(ctx, model, xs[kind], t)
