@@ -13,7 +13,7 @@ from robustlens.cli.main import build_parser, main
 from robustlens.report import PARTS, ReportSettings
 
 SECTION_IDS = ["problem1", "problem2", "problem3", "problem4_attacks", "problem4_difference", "problem4_inversion",
-               "problem4_robust", "problem4_compare", "dream", "visualize"]
+               "problem4_robust", "problem4_compare", "explain", "synthesis", "dream", "visualize"]
 
 
 class Images(HTMLParser):

@@ -176,3 +176,23 @@ def test_upload_guard_without_a_server(tmp_path):
     for bad in (float("nan"), float("inf"), 0, 6, 2.5, "x", None):
         with pytest.raises(UserError):
             whole("steps", bad, 1, 5)
+
+
+@pytest.mark.slow  # the server takes ~20 s to start under load
+def test_explain_and_synthesize_over_http(server, client, photo):
+    """The new tabs' endpoints answer, and refuse bad input (unknown method; a pair that cannot be compared)
+    with one line."""
+    from gradio_client import handle_file
+    from gradio_client.exceptions import AppError
+
+    from robustlens.app.tabs import TOP1
+
+    fig, summary = client.predict(handle_file(str(photo)), "standard", "saliency", TOP1, 0, api_name="/explain_fn")
+    assert Path(fig).is_file() and "cos" in summary
+    with pytest.raises(AppError, match="attribution method|not in the list") as e:
+        client.predict(handle_file(str(photo)), "standard", "nope", TOP1, 0, api_name="/explain_fn")
+    assert "\n" not in str(e.value).strip()
+    with pytest.raises(AppError, match="differ in input size or classes") as e:
+        client.predict(handle_file(str(photo)), "superres", TOP1, None, 2, 0, api_name="/synth_fn")
+    assert "\n" not in str(e.value).strip()
+    assert_answered(attack(client, photo))

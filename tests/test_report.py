@@ -8,6 +8,7 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
+import torch
 
 from robustlens import report as rp
 from robustlens.cli.main import main
@@ -230,3 +231,66 @@ def test_robust_section_says_plainly_when_there_is_no_robust_model(tmp_path, mon
         assert s["status"] == "unavailable"
         assert "No robust model is available" in s["blocks"][0]["text"]
     assert rep["status"] == "partial"
+
+
+def test_robust_pair_takes_the_published_checkpoints_standard_counterpart(tmp_path, monkeypatch):
+    """A published checkpoint as --robust-model is set beside torchvision's weights of its architecture
+    (models.published.standard_counterpart), not the report's main model; a fake entry, no download."""
+    from PIL import Image
+
+    from robustlens.models import counterparts, published
+    from robustlens.report.context import ReportContext
+    from robustlens.report.robust import robust_pair
+
+    fake = published.Published(name="fake_robust_ckpt", arch="imagenette_resnet", url="http://invalid/x.pt",
+                               filename="x.pt", dataset="imagenet", threat="L2 eps=3", mean=(0.5,) * 3,
+                               std=(0.5,) * 3, licence="-", citation="-", page="-")
+    monkeypatch.setitem(published.PUBLISHED, fake.name, fake)
+    assert published.standard_counterpart(fake.name) == ("imagenette_resnet", "imagenet")
+    assert counterparts.standard_for(fake.name) == ("imagenette_resnet", "imagenet")
+    assert counterparts.standard_for("imagenette_resnet_robust") == ("imagenette_resnet_standard", None)
+    assert counterparts.standard_for("resnet50") is None
+    ctx = ReportContext(out=tmp_path, image=Image.new("RGB", (8, 8)), image_label="x", model_name="main",
+                        weights=None, robust_name=fake.name, robust_weights=None,
+                        settings=rp.ReportSettings.quick_settings(), device=torch.device("cpu"), log=print)
+    robust, standard, main = (object() for _ in range(3))
+    models = {(fake.name, None): robust, ("imagenette_resnet", "imagenet"): standard, ("main", None): main}
+    monkeypatch.setattr(ctx, "model", lambda name, weights=None, **kw: models[(name, weights)])
+    assert robust_pair(ctx) == (standard, robust)
+    cifar = published.Published(**{**fake.to_dict(), "name": "fake_cifar", "dataset": "cifar10",
+                                   "mean": (0.5,) * 3, "std": (0.5,) * 3})
+    monkeypatch.setitem(published.PUBLISHED, cifar.name, cifar)
+    models[(cifar.name, None)] = robust
+    ctx.robust_name = cifar.name
+    assert robust_pair(ctx) == (main, robust)  # no ImageNet counterpart: the report's main model
+
+
+def test_explain_and_synthesis_sections(tmp_path, chelsea_file):
+    """The two sections on the 64 px pair in quick mode: ok, their figures written, numbers equal the APIs."""
+    from robustlens.explain import edge_alignment
+    from robustlens.images import load_pil
+    from robustlens.models import create_model
+    from robustlens.models.preprocess import to_batch
+    from robustlens.recipes.synthesis import translate
+
+    parts = [p for p in rp.PARTS if p.id in ("explain", "synthesis")]
+    rep = rp.build_report(tmp_path / "out", image=chelsea_file, parts=parts,
+                          settings=rp.ReportSettings.quick_settings())
+    ex, sy = rep["sections"]
+    assert ex["status"] == "ok" and sy["status"] == "ok", (ex["data"], sy["data"])
+    files = [i["file"] for s in (ex, sy) for b in s["blocks"] if b["kind"] == "figures" for i in b["items"]]
+    assert {"explain_maps.png", "synthesis_inpaint.png", "synthesis_sketch.png"} <= set(files)
+    assert all((tmp_path / "out" / f).is_file() for f in files)
+    robust = create_model("imagenette_resnet_robust")
+    x = to_batch([load_pil(chelsea_file)], robust.config)
+    t = ex["data"]["models"]["robust"]["target"]
+    assert t == int(robust(x).argmax(1)) == ex["data"]["class"]
+    assert ex["data"]["models"]["robust"]["alignment"]["cosine"] == pytest.approx(
+        float(edge_alignment(robust, x, t)["cosine"][0]), rel=1e-5)
+    assert set(ex["data"]["models"]["robust"]["methods"]) == {"saliency", "smoothgrad", "ig", "gradcam"}
+    tr = sy["data"]["tasks"]["translate"]["robust"]
+    ref = translate(robust, x, [tr["rows"][0]["target"]], steps=3, seed=0, progress=False).to_dict()
+    assert tr["rows"][0]["target_prob"] == pytest.approx(ref["rows"][0]["target_prob"], rel=1e-5)
+    assert set(sy["data"]["tasks"]) >= {"inpaint", "superres", "translate", "sketch"}
+    if "generate" not in sy["data"]["tasks"]:
+        assert any(b["kind"] == "note" and "seed Gaussians" in b["text"] for b in sy["blocks"])

@@ -1,5 +1,6 @@
 """The interactive app (Gradio, fully offline): attack an uploaded or example image and watch the top-5 change;
-tabs for feature inversion and DeepDream.
+tabs for feature inversion, DeepDream, attribution maps and image synthesis (the last two in
+:mod:`robustlens.app.tabs`).
 
 Everything runs through the same API as the commands and the report (:func:`robustlens.recipes.attacks.attack`,
 :func:`robustlens.recipes.inversion.invert`, :func:`robustlens.recipes.dream.dream`). Offline by construction: Gradio's
@@ -33,7 +34,7 @@ DEFAULT_PORT = 7860
 EXAMPLES = ("corgi", "chelsea", "coffee", "astronaut")  # the bundled Corgi, then scikit-image samples
 UPLOAD_MAX_BYTES = 32 * 1024 * 1024  # larger uploads are refused by the server before any handler runs
 QUEUE_MAX = 64  # requests waiting beyond this are refused with a message instead of piling up
-LIMITS = {"steps": (1, 200), "inv_steps": (1, 500), "dream_steps": (1, 100), "octaves": (1, 5)}
+LIMITS = {"steps": (1, 200), "inv_steps": (1, 500), "dream_steps": (1, 100), "octaves": (1, 5), "syn_steps": (1, 720)}
 
 
 def class_choices(model: Classifier) -> list[str]:
@@ -224,6 +225,8 @@ def build_app(bank: ModelBank | None = None):
     os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
     import gradio as gr
 
+    from robustlens.app import tabs
+
     bank = bank or ModelBank()
     kinds = [(bank.label("standard"), "standard"), (bank.label("robust"), "robust")]
     standard = bank.get("standard")
@@ -281,6 +284,8 @@ def build_app(bank: ModelBank | None = None):
                     octaves = gr.Slider(*LIMITS["octaves"], value=3, step=1, label="Octaves", elem_id="dream-octaves")
                     d_run = gr.Button("Dream", variant="primary", elem_id="run-dream")
                     dreamt = gr.Image(label="DeepDream", format="png", elem_id="dream-out", interactive=False)
+                tabs.add_explain_tab(gr, bank, image, kind, seed, choices)
+                tabs.add_synthesize_tab(gr, bank, image, seed)
 
         kind.change(update_targets, [kind], [target])
 

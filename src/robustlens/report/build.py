@@ -26,10 +26,12 @@ from robustlens.report.attacks import section_problem4_attacks, section_problem4
 from robustlens.report.blocks import Section
 from robustlens.report.context import DEFAULT_ROBUST_MODEL, ReportContext, ReportSettings
 from robustlens.report.dream import section_dream
+from robustlens.report.explain import section_explain
 from robustlens.report.inversion import section_problem4_inversion
 from robustlens.report.problem2 import section_problem2
 from robustlens.report.reference import section_problem1, section_problem3
 from robustlens.report.robust import section_problem4_compare, section_problem4_robust
+from robustlens.report.synthesis import section_synthesis
 from robustlens.report.visualize import section_visualize
 
 REPORT_HTML = "report.html"
@@ -64,6 +66,8 @@ PARTS: list[Part] = [
          section_problem4_robust),
     Part("problem4_compare", "Problem 4 (e)(f) — standard vs robust side by side: large-ε attack and inversions",
          "4(e)(f)", section_problem4_compare),
+    Part("explain", "What the model looks at — attribution maps, standard vs robust", "extra", section_explain),
+    Part("synthesis", "Image synthesis with a robust classifier — standard vs robust", "extra", section_synthesis),
     Part("dream", "DeepDream", "extra", section_dream),
     Part("visualize", "Feature visualisation", "extra", section_visualize),
 ]

@@ -31,7 +31,10 @@ class ReportSettings:
     checks the whole pipeline in about a minute (the pictures are rough).
 
     ε in [0, 1] pixel units. Empty layer/unit names mean "chosen from the model" (see
-    :func:`robustlens.models.layers.default_inversion_layers`).
+    :func:`robustlens.models.layers.default_inversion_layers`). ``explain_steps``: Integrated Gradients steps;
+    ``explain_samples``: SmoothGrad draws. ``synthesis_steps``: PGD steps of every synthesis task (0: each
+    task's published count); ``synthesis_data``: a data spec (``folder:PATH``) to fit the seeds of
+    class-conditional generation (empty: seeds already cached for the robust model, else no generation).
     """
 
     seed: int = 0
@@ -54,6 +57,11 @@ class ReportSettings:
     visualize_steps: int = 96
     visualize_size: int = 160
     digits_epochs: int = 8
+    explain_methods: tuple[str, ...] = ("saliency", "smoothgrad", "ig", "gradcam")
+    explain_steps: int = 32
+    explain_samples: int = 16
+    synthesis_steps: int = 0
+    synthesis_data: str = ""
     quick: bool = False
 
     @classmethod
@@ -61,13 +69,14 @@ class ReportSettings:
         """A few steps of everything: checks the pipeline end to end in well under a minute."""
         base = dict(attack_steps=10, inversion_steps=3, robust_attack_steps=3, robust_big_steps=3,
                     robust_inversion_steps=3, dream_steps=2, dream_octaves=1, visualize_steps=3, visualize_size=64,
-                    digits_epochs=1, quick=True)
+                    digits_epochs=1, explain_steps=2, explain_samples=2, synthesis_steps=3, quick=True)
         return cls(**{**base, **overrides})
 
     def to_dict(self) -> dict:
         d = asdict(self)
         d["targets"] = list(self.targets)
         d["inversion_layers"] = list(self.inversion_layers)
+        d["explain_methods"] = list(self.explain_methods)
         return d
 
 

@@ -16,24 +16,25 @@ from robustlens.report.context import DEFAULT_ROBUST_MODEL, ReportContext
 
 
 def robust_pair(ctx: ReportContext) -> tuple[Classifier, Classifier] | str:
-    """(standard, robust) models for 4(e)(f), or a sentence saying why there is no robust model."""
+    """(standard, robust) models for 4(e)(f), or a sentence saying why there is no robust model. The standard
+    model is the robust one's counterpart (:func:`robustlens.models.counterparts.standard_for`: torchvision's
+    ImageNet weights of the same architecture for a published checkpoint, ``X_standard`` for ``X_robust``),
+    else the report's main model."""
+    from robustlens.models.counterparts import standard_for
+
     name = ctx.robust_name or DEFAULT_ROBUST_MODEL
     try:
         robust = ctx.model(name, ctx.robust_weights)
     except UserError as e:
         return (f"No robust model is available ({e}). Train or fetch one (see `robustlens models`), or pass "
                 f"--robust-model NAME [--robust-weights PATH]; this section is left out rather than faked.")
-    from robustlens.models._registry import registered
-
-    counterpart = name.removesuffix("_robust") + "_standard" if name.endswith("_robust") else None
-    if counterpart is not None and registered(counterpart) is not None:
-        try:
-            standard = ctx.model(counterpart)
-        except UserError as e:
-            return f"The robust model {name} is here but its standard counterpart {counterpart} is not ({e})."
-    else:
-        standard = ctx.main_model()
-    return standard, robust
+    counterpart = standard_for(name)
+    if counterpart is None:
+        return ctx.main_model(), robust
+    try:
+        return ctx.model(*counterpart), robust
+    except UserError as e:
+        return f"The robust model {name} is here but its standard counterpart {counterpart[0]} is not ({e})."
 
 
 def _robust_targets(ctx: ReportContext, model: Classifier) -> tuple[int, ...]:

@@ -47,8 +47,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model", default=DEFAULT_MODEL, help=f"pretrained model (default {DEFAULT_MODEL})")
     p.add_argument("--weights", default=None, help="weights of --model: imagenet, none or PATH (default: its own)")
     p.add_argument("--robust-model", default=None,
-                   help="robust model for 4(e)(f) (default imagenette_resnet_robust, compared with "
-                        "imagenette_resnet_standard; another model is compared with --model)")
+                   help="robust model for 4(e)(f), attribution maps and synthesis (default "
+                        "imagenette_resnet_robust, compared with imagenette_resnet_standard; a published ImageNet "
+                        "checkpoint with torchvision's weights of its architecture; another model with --model)")
     p.add_argument("--robust-weights", default=None, help="weights file of --robust-model")
     g = p.add_argument_group("settings")
     g.add_argument("--norm", default=d.norm, choices=["linf", "l2"], help=f"attack norm of 4(a)-(c) (default {d.norm})")
@@ -60,6 +61,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--robust-norm", default=d.robust_norm, choices=["linf", "l2"],
                    help=f"attack norm of 4(e)(f) (default {d.robust_norm}, the robust model's training norm)")
     g.add_argument("--robust-eps", type=number, default=d.robust_eps, help=f"attack radius of 4(e)(f) (default {d.robust_eps})")
+    g.add_argument("--synthesis-data", default="", metavar="SPEC",
+                   help="training images (folder:PATH) to fit the seeds of class-conditional generation in the "
+                        "synthesis section (cached; default: a fit already cached for the robust model, else none)")
     add_report_args(p, out_default="robustlens-report")
     add_max_pixels_arg(p)
     p.set_defaults(run=run)
@@ -75,6 +79,11 @@ def settings_from(args: argparse.Namespace) -> ReportSettings:
         over["inversion_layers"] = tuple(args.layer)
     if args.target:
         over["targets"] = tuple(dict.fromkeys(resolve_class(t) for t in args.target))
+    if getattr(args, "synthesis_data", ""):
+        from robustlens.robust.datasets import parse_data_spec
+
+        parse_data_spec(args.synthesis_data)
+        over["synthesis_data"] = args.synthesis_data
     for name in ("norm", "eps", "attack_steps", "inversion_steps", "robust_norm", "robust_eps"):
         value = getattr(args, name, None)
         if value is not None:
