@@ -83,13 +83,12 @@ def run_explain(bank: ModelBank, image, kind: str, method: str, target, seed: in
 def synthesis_pair(bank: ModelBank) -> tuple[Classifier, Classifier]:
     """(standard, robust) for synthesis: the robust model and its standard counterpart
     (:func:`robustlens.models.counterparts.standard_for`), else the bank's standard model; same size and classes."""
-    from robustlens.models.counterparts import standard_for
-    from robustlens.report.synthesis import check_pair
+    from robustlens.models.counterparts import check_same_space, standard_for
 
     robust = bank.get("robust")
     counterpart = standard_for(bank.robust[0])
     standard = bank.models.get(*counterpart) if counterpart else bank.get("standard")
-    check_pair(standard, robust)
+    check_same_space(standard, robust)
     return standard, robust
 
 
@@ -119,7 +118,7 @@ def _task_inputs(task: str, robust: Classifier, image, editor, cls: int | None) 
     """The recipe's keyword arguments for ``task`` and a note on what was used."""
     from robustlens.images import check_size
     from robustlens.recipes.synthesis import downsample
-    from robustlens.report.synthesis import centre_hole, line_drawing
+    from robustlens.recipes.synthesis.objectives import centre_hole, line_drawing
 
     config, device = robust.config, next(robust.parameters()).device
     editor = editor if isinstance(editor, dict) else {}

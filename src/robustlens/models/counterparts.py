@@ -3,6 +3,9 @@ Synthesize tab): the same architecture and data trained without adversarial exam
 
 from __future__ import annotations
 
+from robustlens.errors import UserError
+from robustlens.models.classifier import Classifier
+
 
 def standard_for(robust_name: str) -> tuple[str, str | None] | None:
     """``(model, weights)`` of the standard counterpart of the robust model ``robust_name``, or None if it has
@@ -18,3 +21,12 @@ def standard_for(robust_name: str) -> tuple[str, str | None] | None:
         if registered(name) is not None:
             return name, None
     return None
+
+
+def check_same_space(standard: Classifier, robust: Classifier) -> None:
+    """Refuse a pair that does not see the same pixels and classes (one line, UserError)."""
+    if standard.config.input_size != robust.config.input_size or standard.num_classes != robust.num_classes or \
+            getattr(standard, "class_wnids", None) != getattr(robust, "class_wnids", None):
+        raise UserError(f"{standard.name} and {robust.name} differ in input size or classes; synthesis compares "
+                        "the same task on the same pixels and classes (give a robust model with a standard "
+                        "counterpart, e.g. imagenette_resnet_robust or a published ImageNet checkpoint)")

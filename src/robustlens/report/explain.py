@@ -13,7 +13,7 @@ from robustlens.explain.visual import clip_normalise, overlay, reduce_channels
 from robustlens.models import Classifier
 from robustlens.report.blocks import Section, Table, Text, figures
 from robustlens.report.context import ReportContext
-from robustlens.report.robust import _robust_setup, _wnid
+from robustlens.report.robust import robust_setup, wnid_of
 
 METHOD_NAMES = {"saliency": "saliency", "gradxinput": "gradient × input", "smoothgrad": "SmoothGrad",
                 "ig": "Integrated Gradients", "gradcam": "Grad-CAM", "gradcampp": "Grad-CAM++",
@@ -35,7 +35,7 @@ def same_class(standard: Classifier, robust: Classifier, x_robust: torch.Tensor)
     if wnids[1] is None and robust.num_classes != 1000:
         return -1, t_rob  # not ImageNet classes: nothing to match them with
     try:
-        return target_for(standard, _wnid(robust, t_rob)), t_rob
+        return target_for(standard, wnid_of(robust, t_rob)), t_rob
     except UserError:
         return -1, t_rob
 
@@ -92,7 +92,7 @@ def section_explain(ctx: ReportContext, s: Section) -> None:
     for m in st.explain_methods:
         if m not in METHODS:
             raise UserError(f"unknown attribution method {m!r}; use some of {', '.join(METHODS)}")
-    setup = _robust_setup(ctx, s)
+    setup = robust_setup(ctx, s)
     if setup is None:
         return
     standard, robust, _ = setup

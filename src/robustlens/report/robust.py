@@ -47,7 +47,7 @@ def _robust_targets(ctx: ReportContext, model: Classifier) -> tuple[int, ...]:
     return tuple(int(i) for i in logits.argsort()[:2].tolist())
 
 
-def _robust_setup(ctx: ReportContext, s: Section) -> tuple[Classifier, Classifier, tuple[int, ...]] | None:
+def robust_setup(ctx: ReportContext, s: Section) -> tuple[Classifier, Classifier, tuple[int, ...]] | None:
     """(standard, robust, targets) for 4(e)(f), or None after marking the section unavailable."""
     key = "robust_setup"
     if key not in ctx.shared:
@@ -65,7 +65,7 @@ def _robust_setup(ctx: ReportContext, s: Section) -> tuple[Classifier, Classifie
     return setup
 
 
-def _wnid(model: Classifier, label: int) -> str:
+def wnid_of(model: Classifier, label: int) -> str:
     """The ImageNet wnid of ``model``'s class ``label`` (how `robustlens compare` names a target in any model)."""
     from robustlens.models.labels import imagenet_classes
 
@@ -82,7 +82,7 @@ def _attack_both(ctx: ReportContext, standard: Classifier, robust: Classifier, t
     table: list = []
     rows_by_kind: dict = {}
     for kind, model in (("standard", standard), ("robust", robust)):
-        labels = [target_for(model, _wnid(standard, t)) for t in targets] if model is robust else targets
+        labels = [target_for(model, wnid_of(standard, t)) for t in targets] if model is robust else targets
         res = run_attack(model, ctx.input_for(model), targets=labels, norm=st.robust_norm, eps=st.robust_eps,
                          steps=st.robust_attack_steps, seed=st.seed)
         _, rows = attack_blocks(ctx, model, res, f"p4e_{kind}")
@@ -98,7 +98,7 @@ def _attack_both(ctx: ReportContext, standard: Classifier, robust: Classifier, t
 def section_problem4_robust(ctx: ReportContext, s: Section) -> None:
     """4(e): the targeted attack of 4(a)(b), at the robust model's training norm, on both models."""
     st = ctx.settings
-    setup = _robust_setup(ctx, s)
+    setup = robust_setup(ctx, s)
     if setup is None:
         return
     standard, robust, targets = setup
@@ -163,11 +163,11 @@ def section_problem4_compare(ctx: ReportContext, s: Section) -> None:
     from robustlens.robust.compare import plot_comparison
 
     st = ctx.settings
-    setup = _robust_setup(ctx, s)
+    setup = robust_setup(ctx, s)
     if setup is None:
         return
     standard, robust, targets = setup
-    target = _wnid(standard, targets[0])
+    target = wnid_of(standard, targets[0])
     tname = standard.class_name(targets[0])
     layers = default_inversion_layers(robust)
     if layers != default_inversion_layers(standard):

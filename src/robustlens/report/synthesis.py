@@ -7,11 +7,12 @@ from __future__ import annotations
 
 import torch
 
-from robustlens.errors import UserError
 from robustlens.models import Classifier
+from robustlens.models.counterparts import check_same_space
+from robustlens.recipes.synthesis.objectives import centre_hole, line_drawing
 from robustlens.report.blocks import Note, Section, Table, Text, figures
 from robustlens.report.context import ReportContext
-from robustlens.report.robust import _robust_setup
+from robustlens.report.robust import robust_setup
 
 TASK_TEXT = {
     "inpaint": "a centre box hidden (mean-filled), filled in to keep the model's class; pixels outside pasted back",
@@ -20,25 +21,6 @@ TASK_TEXT = {
     "sketch": "a Sobel line drawing of the image pushed towards the class the robust model sees in the image",
     "generate": "seeds from the class's Gaussian (fitted to training images) pushed towards the class",
 }
-
-
-def line_drawing(x: torch.Tensor) -> torch.Tensor:
-    """(N,3,H,W) in [0,1] → a grey line drawing (N,3,H,W): 1 − Sobel edge strength, scaled by its 98th
-    percentile (dark lines on white)."""
-    from robustlens.explain import sobel_edges
-
-    mag = sobel_edges(x)[:, None]                                             # (N,1,H,W)
-    mag = mag / mag.flatten(1).quantile(0.98, dim=1).clamp_min(1e-6).view(-1, 1, 1, 1)
-    return (1 - mag.clamp(0, 1)).expand(-1, 3, -1, -1).contiguous()
-
-
-def centre_hole(size: int) -> torch.Tensor:
-    """(1,1,S,S) mask of a centre box of side 60/224 of the image (the published hole size), 1 = hole."""
-    from robustlens.recipes.synthesis import box_mask
-
-    side = max(1, round(size * 60 / 224))
-    top = (size - side) // 2
-    return box_mask(size, top, top, side, side)
 
 
 def cached_seeds(model: Classifier):
@@ -56,14 +38,6 @@ def cached_seeds(model: Classifier):
         if seeds.side * DOWNSAMPLE == size and all(0 <= c < model.num_classes for c in seeds.classes):
             return seeds
     return None
-
-
-def check_pair(standard: Classifier, robust: Classifier) -> None:
-    if standard.config.input_size != robust.config.input_size or standard.num_classes != robust.num_classes or \
-            getattr(standard, "class_wnids", None) != getattr(robust, "class_wnids", None):
-        raise UserError(f"{standard.name} and {robust.name} differ in input size or classes; synthesis compares "
-                        "the same task on the same pixels and classes (give a robust model with a standard "
-                        "counterpart, e.g. imagenette_resnet_robust or a published ImageNet checkpoint)")
 
 
 def task_inputs(ctx: ReportContext, robust: Classifier, other: int) -> dict[str, dict]:
@@ -114,11 +88,11 @@ def section_synthesis(ctx: ReportContext, s: Section) -> None:
     from robustlens.recipes.synthesis.figures import robust_vs_standard
 
     st = ctx.settings
-    setup = _robust_setup(ctx, s)
+    setup = robust_setup(ctx, s)
     if setup is None:
         return
     standard, robust, targets = setup
-    check_pair(standard, robust)
+    check_same_space(standard, robust)
     steps = st.synthesis_steps or None
     s.settings.update({"steps": steps or "published (inpaint 720, superres 40, translate 200, sketch 60, "
                                          "generate 60)", "ε, step": "published, × √(H·W)/224"})

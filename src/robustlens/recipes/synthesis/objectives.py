@@ -107,3 +107,20 @@ def fill_mean(images: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
     keep = 1 - masks
     mean = (images * keep).sum((2, 3), keepdim=True) / keep.sum((2, 3), keepdim=True).clamp_min(1)
     return images * keep + mean * masks
+
+
+def centre_hole(size: int) -> torch.Tensor:
+    """(1,1,S,S) mask of a centre box of side 60/224 of the image (the published hole size), 1 = hole."""
+    side = max(1, round(size * 60 / 224))
+    top = (size - side) // 2
+    return box_mask(size, top, top, side, side)
+
+
+def line_drawing(x: torch.Tensor) -> torch.Tensor:
+    """(N,3,H,W) in [0,1] → a grey line drawing (N,3,H,W): 1 − Sobel edge strength, scaled by its 98th
+    percentile (dark lines on white)."""
+    from robustlens.explain import sobel_edges
+
+    mag = sobel_edges(x)[:, None]                                             # (N,1,H,W)
+    mag = mag / mag.flatten(1).quantile(0.98, dim=1).clamp_min(1e-6).view(-1, 1, 1, 1)
+    return (1 - mag.clamp(0, 1)).expand(-1, 3, -1, -1).contiguous()
