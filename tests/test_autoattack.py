@@ -231,3 +231,23 @@ def test_cli_rejects_bad_attack_settings_without_writing(tmp_path, capsys):
     assert "supports" in capsys.readouterr().err and not out.exists()
     assert main(_cli("--attack", "square", "--queries", "0", "--out", str(out))) == 2
     assert not out.exists()
+
+
+@pytest.mark.slow
+def test_torchrun_two_processes_give_the_counts_of_one(capsys):
+    import os
+    import subprocess
+    import sys
+
+    cmd = _cli("--attack", "square", "--eps", "0.1,0.2", "--queries", "30", "--limit", "40", "--batch-size", "10")
+    assert main(cmd) == 0
+    single = json.loads(capsys.readouterr().out)
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                           "-m", "robustlens", *cmd], capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    double = json.loads([line for line in proc.stdout.splitlines() if line.startswith("{")][0])
+    assert double["processes"] == 2 and single["processes"] == 1
+    for key in ("n", "clean_correct", "robust_correct", "breakdown", "per_example", "flags"):
+        assert double[key] == single[key], key
+    assert single["robust_correct"]["0.2"] <= single["robust_correct"]["0.1"] < single["clean_correct"]

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from robustlens.optim import speed
 from robustlens.optim.threat import make_threat
 from robustlens.robust.autoattack import flags as checks
 from robustlens.robust.autoattack.apgd import apgd_ce, apgd_t
@@ -80,9 +81,20 @@ def run_attack(name: str, settings: dict, model: nn.Module, x: torch.Tensor, y: 
         return apgd_ce(model, x, y, norm=norm, eps=eps, seed=seed, loss=name[5:], **s)
     if name == "apgd-t":
         return apgd_t(model, x, y, norm=norm, eps=eps, seed=seed, **s)
+    model = fast_copy(model, x)  # FAB and Square run their own loops: the engine's speed settings, by hand
     if name == "fab-t":
         return fab_t(model, x, y, norm=norm, eps=eps, **s)
     return square(model, x, y, norm=norm, eps=eps, seed=seed, **s)
+
+
+def fast_copy(model: nn.Module, x: torch.Tensor) -> nn.Module:
+    """The model as the speed settings in force (:mod:`robustlens.optim.speed`) would run it for a
+    logits-only objective: BatchNorm folded (``fold_bn``), channels-last weights where that is on; else itself.
+    Precision stays float32 (FAB and Square decide success from every forward pass)."""
+    settings = speed.current()
+    if not settings.fold_bn:
+        return model
+    return speed.prepared(model, x, channels_last=speed.use_channels_last(model, x, settings.channels_last))
 
 
 @dataclass
