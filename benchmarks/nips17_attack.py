@@ -27,6 +27,7 @@ from _shared import nips17_rows  # noqa: E402
 from robustlens.images import load_pil  # noqa: E402
 from robustlens.models import create_model  # noqa: E402
 from robustlens.models.preprocess import preprocess  # noqa: E402
+from robustlens.optim.speed import Speed  # noqa: E402
 from robustlens.recipes.attacks import attack  # noqa: E402
 
 SETTINGS = {"targeted": {"eps": 16 / 255, "steps": 10}, "untargeted": {"eps": 4 / 255, "steps": 10}}
@@ -41,7 +42,7 @@ def run_mode(model, rows, mode: str, batch_size: int, seed: int) -> dict:
         x = torch.stack([preprocess(load_pil(p), model.config) for p, _, _ in chunk])
         y = torch.tensor([t for _, t, _ in chunk])
         kw = {"target": torch.tensor([t for _, _, t in chunk])} if mode == "targeted" else {"labels": y}
-        r = attack(model, x, eps=cfg["eps"], steps=cfg["steps"], seed=seed, progress=False, channels_last=True, **kw)
+        r = attack(model, x, eps=cfg["eps"], steps=cfg["steps"], seed=seed, progress=False, speed=Speed(channels_last=True), **kw)
         succ.append(r.success)
         clean_ok.append(torch.tensor([b[0].index == int(t) for b, t in zip(r.before, y)]))
         linf.append(r.linf)

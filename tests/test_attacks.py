@@ -10,10 +10,11 @@ import pytest
 import torch
 from torch import nn
 
-from robustlens.optim.objectives import CrossEntropy, CWMargin, LogProb
+from robustlens.optim.criteria import Targeted, Untargeted
+from robustlens.optim.objectives import CWMargin, LogProb, NegLogProb
 from robustlens.optim.steps import madry_step_size
 from robustlens.optim.threat import L2, Linf
-from robustlens.recipes.attacks import attack, class_objective, pgd, quantize_in_ball
+from robustlens.recipes.attacks import attack, pgd, quantize_in_ball
 
 SHARED = (Path(__file__).resolve().parents[1] / ".." / "shared").resolve()
 CORGI = SHARED / "data" / "images" / "corgi.jpg"
@@ -83,11 +84,11 @@ def test_quantize_in_ball_keeps_the_constraint():
 
 def test_losses_and_step_size_rule():
     t = torch.tensor([1])
-    assert isinstance(class_objective("ce", t, targeted=True), LogProb)
-    assert isinstance(class_objective("logprob", t, targeted=False), CrossEntropy)
-    assert isinstance(class_objective("cw", t, targeted=True), CWMargin)
+    assert isinstance(Targeted(t).objective("ce"), NegLogProb)
+    assert isinstance(Untargeted(t).objective("ce"), LogProb)
+    assert isinstance(Targeted(t).objective("cw"), CWMargin)
     with pytest.raises(ValueError):
-        class_objective("hinge", t, targeted=True)
+        Targeted(t).objective("hinge")
     assert madry_step_size(4 / 255, 50) == pytest.approx(0.2 / 255)
 
 

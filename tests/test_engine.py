@@ -7,10 +7,14 @@ import pytest
 import torch
 from torch import nn
 
-from robustlens.optim.engine import frozen, optimize
-from robustlens.optim.objectives import FeatureDistance, LogProb, Outputs
+from robustlens.optim.criteria import Targeted, Untargeted
+from robustlens.optim.engine import optimize
+from robustlens.optim.objectives import FeatureDistance, NegLogProb, Outputs
+from robustlens.optim.prepare import frozen
+from robustlens.optim.speed import Speed
+from robustlens.optim.starts import RandomInThreat
+from robustlens.optim.steps import Adam, SteepestStep
 from robustlens.optim.threat import L2, Linf, Unconstrained
-from robustlens.recipes.attacks import class_objective, class_success
 
 
 def tiny_model(seed: int = 0, classes: int = 5) -> nn.Module:
@@ -31,12 +35,12 @@ def test_each_example_moves_as_if_alone():
     model = tiny_model()
     x = images(0, 4)
     targets = torch.tensor([0, 1, 2, 3])
-    kw = dict(threat=Linf(0.1), steps=5, step_size=0.02, start="random", progress=False, history=False)
-    batch = optimize(model, x, LogProb(targets), **kw)
+    kw = dict(threat=Linf(0.1), steps=5, step_size=0.02, start=RandomInThreat(), progress=False, history=False)
+    batch = optimize(model, x, NegLogProb(targets), **kw)
     for i in range(4):
         # the random start for row i is row i of the batch's random start: same generator stream
         start = Linf(0.1).random_start(x, torch.Generator().manual_seed(0))[i:i + 1]
-        alone = optimize(model, x[i:i + 1], LogProb(targets[i:i + 1]), **{**kw, "start": start})
+        alone = optimize(model, x[i:i + 1], NegLogProb(targets[i:i + 1]), **{**kw, "start": start})
         assert torch.allclose(batch.x[i], alone.x[0], atol=1e-6)
         assert torch.allclose(batch.loss[i], alone.loss[0], atol=1e-5)
 
@@ -70,7 +74,7 @@ def test_best_iterate_is_kept():
     reported loss is that iterate's loss."""
     model = tiny_model()
     x = images(1, 3)
-    obj = LogProb(torch.tensor([4, 4, 4]))
+    obj = NegLogProb(torch.tensor([4, 4, 4]))
     res = optimize(model, x, obj, threat=L2(2.0), steps=6, step_size=1.5, progress=False)
     start_loss = optimize(model, x, obj, steps=0, step_size=0.0, progress=False).loss
     assert bool((res.loss <= start_loss + 1e-6).all())
@@ -85,9 +89,9 @@ def test_early_stop_drops_finished_examples():
     model = tiny_model()
     x = images(2, 6)
     y = model(x).argmax(1)
-    kw = dict(threat=Linf(0.5), steps=30, step_size=0.05, progress=False, success_fn=class_success(y, targeted=False))
-    full = optimize(model, x, class_objective("ce", y, targeted=False), **kw)
-    early = optimize(model, x, class_objective("ce", y, targeted=False), early_stop=True, **kw)
+    kw = dict(threat=Linf(0.5), steps=30, step_size=0.05, progress=False, criterion=Untargeted(y))
+    full = optimize(model, x, Untargeted(y).objective("ce"), **kw)
+    early = optimize(model, x, Untargeted(y).objective("ce"), early_stop=True, **kw)
     assert bool(early.success.all()) and bool(full.success.all())
     assert early.example_steps < full.example_steps
     assert [h["active"] for h in early.history] == sorted((h["active"] for h in early.history), reverse=True)
@@ -99,11 +103,11 @@ def test_restarts_never_hurt_and_seed_reproduces():
     model = tiny_model(3)
     x = images(3, 4)
     t = torch.tensor([1, 2, 3, 4])
-    kw = dict(threat=Linf(0.03), steps=3, step_size=0.01, start="random", progress=False)
+    kw = dict(threat=Linf(0.03), steps=3, step_size=0.01, start=RandomInThreat(), progress=False)
     state = torch.random.get_rng_state()
-    one = optimize(model, x, LogProb(t), restarts=1, seed=5, **kw)
-    three = optimize(model, x, LogProb(t), restarts=3, seed=5, **kw)
-    again = optimize(model, x, LogProb(t), restarts=3, seed=5, **kw)
+    one = optimize(model, x, NegLogProb(t), restarts=1, seed=5, **kw)
+    three = optimize(model, x, NegLogProb(t), restarts=3, seed=5, **kw)
+    again = optimize(model, x, NegLogProb(t), restarts=3, seed=5, **kw)
     assert torch.equal(state, torch.random.get_rng_state())
     assert bool((three.loss <= one.loss + 1e-6).all())
     assert torch.equal(three.x, again.x)
@@ -119,7 +123,7 @@ def test_layers_captured_in_one_pass_and_hooks_removed():
     with torch.no_grad():
         ref = model[1](model[0](images(5, 2)))
     obj = FeatureDistance("1", ref) + 0.1 * FeatureDistance("0", model[0](images(5, 2)).detach())
-    res = optimize(model, x, obj, steps=3, step_size=0.05, step_rule="adam", progress=False)
+    res = optimize(model, x, obj, steps=3, rule=Adam(0.05), progress=False)
     assert len(calls) == 4  # 3 gradient steps + the final evaluation, each one forward pass
     assert all(len(model[i]._forward_hooks) == 0 for i in range(len(model)))
     assert res.history[-1]["loss"] < res.history[0]["loss"]
@@ -127,12 +131,12 @@ def test_layers_captured_in_one_pass_and_hooks_removed():
 
 def test_history_reports_objective_figures():
     model = tiny_model()
-    res = optimize(model, images(6, 2), LogProb(torch.tensor([0, 1])), steps=4, step_size=0.05, progress=False,
-                   success_fn=class_success(torch.tensor([0, 1]), targeted=True))
+    res = optimize(model, images(6, 2), NegLogProb(torch.tensor([0, 1])), steps=4, step_size=0.05, progress=False,
+                   criterion=Targeted(torch.tensor([0, 1])))
     assert len(res.history) == 5
     assert {"loss", "best_loss", "success", "active", "target_prob", "step", "restart"} <= set(res.history[0])
     assert res.history[-1]["target_prob"] >= res.history[0]["target_prob"]
-    assert optimize(model, images(6, 2), LogProb(torch.tensor([0, 1])), steps=2, step_size=0.1,
+    assert optimize(model, images(6, 2), NegLogProb(torch.tensor([0, 1])), steps=2, step_size=0.1,
                     history=False, progress=False).history == []
 
 
@@ -145,14 +149,16 @@ def test_unconstrained_step_stays_in_box():
 
 def test_bad_arguments():
     model, x = tiny_model(), images(0, 1)
-    obj = LogProb(torch.tensor([0]))
+    obj = NegLogProb(torch.tensor([0]))
     with pytest.raises(ValueError, match="steps"):
         optimize(model, x, obj, steps=-1, step_size=0.1)
     with pytest.raises(ValueError, match="early_stop needs"):
         optimize(model, x, obj, steps=1, step_size=0.1, early_stop=True)
-    with pytest.raises(ValueError, match="step_rule"):
-        optimize(model, x, obj, steps=1, step_size=0.1, step_rule="sgd")
-    with pytest.raises(ValueError, match="start"):
+    with pytest.raises(ValueError, match="step rule or a step_size"):
+        optimize(model, x, obj, steps=1)
+    with pytest.raises(ValueError, match="not both"):
+        optimize(model, x, obj, steps=1, step_size=0.1, rule=SteepestStep(0.1))
+    with pytest.raises(TypeError, match="start"):
         optimize(model, x, obj, steps=1, step_size=0.1, start="middle")
 
 
@@ -177,13 +183,13 @@ def test_speed_settings_keep_the_model_and_the_result(settings):
     x = images(8, 3)
     t = torch.tensor([0, 1, 2])
     with speed.use(speed.PLAIN if settings == "plain" else speed.FAST):
-        res = optimize(model, x, LogProb(t), threat=Linf(0.05), steps=0, step_size=0.01, progress=False)
+        res = optimize(model, x, NegLogProb(t), threat=Linf(0.05), steps=0, step_size=0.01, progress=False)
         feats = optimize(model, x, FeatureDistance("1", torch.zeros(1, 6, 8, 8)), steps=1, step_size=0.01,
                          progress=False)  # a layer objective: hooks must see the real model
     assert model[0].weight.is_contiguous() == weight_format  # memory format restored
     assert all(p.requires_grad for p in model.parameters())
     with torch.no_grad():
-        expected = LogProb(t)(Outputs(x=x, logits=model(x)))
+        expected = NegLogProb(t)(Outputs(x=x, logits=model(x)))
     assert torch.allclose(res.loss, expected, atol=1e-5)
     assert torch.isfinite(feats.loss).all()
 
@@ -192,19 +198,18 @@ def test_explicit_channels_last_and_precision_arguments():
     model = bn_model()
     x = images(9, 2)
     kw = dict(threat=Linf(0.05), steps=2, step_size=0.01, progress=False)
-    a = optimize(model, x, LogProb(torch.tensor([1, 2])), channels_last=False, precision="fp32", **kw)
-    b = optimize(model, x, LogProb(torch.tensor([1, 2])), channels_last=True, precision="fp32", **kw)
+    a = optimize(model, x, NegLogProb(torch.tensor([1, 2])), speed=Speed(channels_last=False, precision="fp32"), **kw)
+    b = optimize(model, x, NegLogProb(torch.tensor([1, 2])), speed=Speed(channels_last=True, precision="fp32"), **kw)
     assert torch.allclose(a.loss, b.loss, atol=1e-4)
     with pytest.raises(ValueError, match="precision"):
-        optimize(model, x, LogProb(torch.tensor([1, 2])), precision="fp8", **kw)
+        optimize(model, x, NegLogProb(torch.tensor([1, 2])), speed=Speed(precision="fp8"), **kw)
 
 
 def test_early_stop_carrying_stopped_rows_gives_the_same_result(monkeypatch):
     """On a GPU stopped examples stay in the batch, frozen, until it has halved (new batch sizes cost cuDNN
     new plans); on the CPU they leave at once. Both give the same iterates, flags and counts."""
-    import robustlens.optim.engine as engine
+    import robustlens.optim.tracker as tracker
     from robustlens.optim.threat import Linf
-    from robustlens.recipes.attacks import class_objective, class_success
 
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.ReLU(), torch.nn.Flatten(),
@@ -213,12 +218,12 @@ def test_early_stop_carrying_stopped_rows_gives_the_same_result(monkeypatch):
     targets = torch.arange(12) % 5
 
     def run():
-        return engine.optimize(model, x, class_objective("ce", targets, targeted=True), threat=Linf(0.02), steps=15,
-                               step_size=0.003, early_stop=True, success_fn=class_success(targets, targeted=True),
+        return optimize(model, x, Targeted(targets).objective("ce"), threat=Linf(0.02), steps=15,
+                               step_size=0.003, early_stop=True, criterion=Targeted(targets),
                                progress=False)
 
     at_once = run()
-    monkeypatch.setattr(engine, "COMPACT_BELOW", {})  # the GPU rule, on the CPU
+    monkeypatch.setattr(tracker, "COMPACT_BELOW", {})  # the GPU rule, on the CPU
     carried = run()
     assert 0 < int(at_once.success.sum()) < 12  # some stop early, some run to the end
     assert torch.equal(at_once.success, carried.success)

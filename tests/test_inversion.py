@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from robustlens.errors import UserError
+from robustlens.optim.speed import Speed
 from robustlens.recipes.inversion import feature_distances, invert
 
 SHARED = (Path(__file__).resolve().parents[1] / ".." / "shared").resolve()
@@ -89,7 +90,7 @@ def test_default_model_three_layers_from_noise(tmp_path):
     x = preprocess(load_pil(CORGI), model.config)[None]
     x = F.interpolate(x, size=(96, 96), mode="bilinear", antialias=True)
     layers = ["_blocks.2", "_blocks.7", "_blocks.12"]
-    res = invert(model, x, layers, steps=40, progress=False, channels_last=True)
+    res = invert(model, x, layers, steps=40, progress=False, speed=Speed(channels_last=True))
     assert bool((res.drop >= 0.5).all()), res.to_dict()["layers"]
     path = image_grid([x[0], *res.images], ["reference", *layers], tmp_path / "inversion.png")
     assert path.stat().st_size > 0

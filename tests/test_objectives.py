@@ -8,12 +8,12 @@ import torch.nn.functional as F
 
 from robustlens.errors import UserError
 from robustlens.optim.objectives import (
+    ActivationEnergy,
     Channel,
-    CrossEntropy,
     CWMargin,
     FeatureDistance,
-    LayerNorm,
     LogProb,
+    NegLogProb,
     Outputs,
     PerRow,
     TotalVariation,
@@ -31,14 +31,14 @@ def outputs(n: int = 3, classes: int = 6, seed: int = 0) -> Outputs:
 
 def test_arithmetic_composes_per_example():
     out = outputs()
-    a, b = LayerNorm("a"), Channel("a", 2)
+    a, b = ActivationEnergy("a"), Channel("a", 2)
     combo = a + 0.5 * b - b / 4 + 1.0
     expected = a(out) + 0.5 * b(out) - 0.25 * b(out) + 1.0
     assert torch.allclose(combo(out), expected)
     assert torch.allclose((-a)(out), -a(out))
     assert torch.allclose(sum([a, b])(out), a(out) + b(out))
     assert combo.layers == ("a",)
-    assert (LayerNorm("a") + Channel("b", 1)).layers == ("a", "b")
+    assert (ActivationEnergy("a") + Channel("b", 1)).layers == ("a", "b")
     assert combo(out).shape == (3,)
 
 
@@ -59,9 +59,9 @@ def test_class_losses():
     out = outputs()
     t = torch.tensor([1, 2, 3])
     logp = F.log_softmax(out.logits, 1)
-    assert torch.allclose(LogProb(t)(out), -logp[torch.arange(3), t])
-    assert torch.allclose(CrossEntropy(t)(out), -F.cross_entropy(out.logits, t, reduction="none"))
-    assert torch.allclose(LogProb(t).report(out)["target_prob"], logp.exp()[torch.arange(3), t])
+    assert torch.allclose(NegLogProb(t)(out), -logp[torch.arange(3), t])
+    assert torch.allclose(LogProb(t)(out), -F.cross_entropy(out.logits, t, reduction="none"))
+    assert torch.allclose(NegLogProb(t).report(out)["target_prob"], logp.exp()[torch.arange(3), t])
     z = out.logits
     other = torch.stack([torch.cat([z[i, :t[i]], z[i, t[i] + 1:]]).max() for i in range(3)])
     zt = z[torch.arange(3), t]
@@ -74,9 +74,9 @@ def test_rows_follow_the_batch_index():
     out = outputs(n=2)
     out.index = torch.tensor([0, 3])
     t = torch.tensor([1, 2, 3, 4])
-    assert torch.allclose(LogProb(t)(out), LogProb(torch.tensor([1, 4]))(Outputs(x=out.x, logits=out.logits)))
+    assert torch.allclose(NegLogProb(t)(out), NegLogProb(torch.tensor([1, 4]))(Outputs(x=out.x, logits=out.logits)))
     plain = Outputs(x=out.x, logits=out.logits)
-    assert torch.allclose(LogProb(5)(out), LogProb(torch.tensor([5, 5]))(plain))  # one class broadcasts
+    assert torch.allclose(NegLogProb(5)(out), NegLogProb(torch.tensor([5, 5]))(plain))  # one class broadcasts
 
 
 def test_feature_distance_relative_and_per_row():
@@ -87,9 +87,9 @@ def test_feature_distance_relative_and_per_row():
     assert torch.allclose(d, manual)
     same = Outputs(x=out.x, logits=out.logits, activations={"a": ref.expand(3, -1, -1, -1)})
     assert torch.allclose(FeatureDistance("a", ref)(same), torch.zeros(3))
-    per_row = PerRow([LayerNorm("a"), Channel("b", 0), TotalVariation()])
+    per_row = PerRow([ActivationEnergy("a"), Channel("b", 0), TotalVariation()])
     v = per_row(out)
-    assert torch.allclose(v, torch.stack([LayerNorm("a")(out)[0], Channel("b", 0)(out)[1], TotalVariation()(out)[2]]))
+    assert torch.allclose(v, torch.stack([ActivationEnergy("a")(out)[0], Channel("b", 0)(out)[1], TotalVariation()(out)[2]]))
     assert set(per_row.layers) == {"a", "b"}
 
 

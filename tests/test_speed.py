@@ -201,7 +201,7 @@ def test_every_setting_gives_in_ball_results_and_restores_the_model(settings):
 
 def test_toggles_reach_the_model():
     from robustlens.optim.engine import optimize
-    from robustlens.optim.objectives import LogProb
+    from robustlens.optim.objectives import NegLogProb
 
     model = _with_stats(Named("resnet_tiny"))
     seen = []
@@ -213,7 +213,7 @@ def test_toggles_reach_the_model():
                              (speed.Speed(channels_last=False, precision="fp32", fold_bn=False), (False, False))]:
         seen.clear()
         with speed.use(settings):
-            optimize(model, x, LogProb(torch.tensor([0, 1])), steps=2, step_size=0.01, progress=False)
+            optimize(model, x, NegLogProb(torch.tensor([0, 1])), steps=2, step_size=0.01, progress=False)
         assert expect in seen  # the gradient steps ran with these settings
 
 
@@ -236,17 +236,17 @@ def test_early_stop_never_lowers_success(precision):
 
 
 def test_reduced_precision_success_is_a_float32_verdict():
+    from robustlens.optim.criteria import Targeted
     from robustlens.optim.engine import optimize
     from robustlens.optim.threat import Linf
-    from robustlens.recipes.attacks import class_objective, class_success
 
     model = _with_stats(Named("resnet_tiny", seed=3, classes=10), seed=3)
     x = torch.rand(16, 3, 10, 10, generator=torch.Generator().manual_seed(1))
     targets = torch.arange(16) % 10
     for early_stop in (True, False):
-        res = optimize(model, x, class_objective("ce", targets, targeted=True), threat=Linf(6 / 255), steps=12,
-                       step_size=1 / 255, early_stop=early_stop, success_fn=class_success(targets, targeted=True),
-                       precision="bf16", progress=False, history=False)
+        res = optimize(model, x, Targeted(targets).objective("ce"), threat=Linf(6 / 255), steps=12,
+                       step_size=1 / 255, early_stop=early_stop, criterion=Targeted(targets),
+                       speed=speed.Speed(precision="bf16"), progress=False, history=False)
         with torch.no_grad():
             fp32 = model(res.x).argmax(1) == targets
         if early_stop:  # every success was confirmed in float32 when it happened
@@ -258,9 +258,9 @@ def test_reduced_precision_success_is_a_float32_verdict():
 def test_bf16_early_stop_spends_no_float32_pass_on_examples_that_never_succeed():
     """With early stop only autocast successes are re-run in float32; without it the last iterate is
     evaluated in float32 (one forward pass at float32 cost)."""
+    from robustlens.optim.criteria import Targeted
     from robustlens.optim.engine import optimize
     from robustlens.optim.threat import Linf
-    from robustlens.recipes.attacks import class_objective, class_success
 
     model = _with_stats(Named("resnet_tiny", seed=3, classes=10), seed=3)
     autocast_on = []
@@ -271,8 +271,8 @@ def test_bf16_early_stop_spends_no_float32_pass_on_examples_that_never_succeed()
     for early_stop in (True, False):
         autocast_on.clear()
         with speed.use(speed.Speed(precision="bf16", fold_bn=False)):  # hooks do not run in the folded copy
-            res = optimize(model, x, class_objective("ce", targets, targeted=True), threat=Linf(0.1 / 255), steps=3,
-                           step_size=0.05 / 255, early_stop=early_stop, success_fn=class_success(targets, targeted=True),
+            res = optimize(model, x, Targeted(targets).objective("ce"), threat=Linf(0.1 / 255), steps=3,
+                           step_size=0.05 / 255, early_stop=early_stop, criterion=Targeted(targets),
                            progress=False, history=False)
         assert not bool(res.success.any()) and len(autocast_on) >= 4
         assert all(autocast_on) if early_stop else not autocast_on[-1]

@@ -10,31 +10,29 @@ import math
 import torch
 import torch.nn.functional as F
 
-
-def _flat(t: torch.Tensor) -> torch.Tensor:
-    return t.reshape(t.shape[0], -1).float()
+from robustlens.optim._tensor import flat
 
 
 def linf(delta: torch.Tensor) -> torch.Tensor:
-    return _flat(delta).abs().amax(1)
+    return flat(delta).float().abs().amax(1)
 
 
 def l2(delta: torch.Tensor) -> torch.Tensor:
-    return torch.linalg.vector_norm(_flat(delta), dim=1)
+    return torch.linalg.vector_norm(flat(delta).float(), dim=1)
 
 
 def l1(delta: torch.Tensor) -> torch.Tensor:
-    return _flat(delta).abs().sum(1)
+    return flat(delta).float().abs().sum(1)
 
 
 def l0(delta: torch.Tensor, tol: float = 0.5 / 255) -> torch.Tensor:
     """Number of values that changed by more than ``tol`` (half an 8-bit level by default)."""
-    return (_flat(delta).abs() > tol).sum(1)
+    return (flat(delta).float().abs() > tol).sum(1)
 
 
 def psnr(x: torch.Tensor, y: torch.Tensor, data_range: float = 1.0) -> torch.Tensor:
     """Peak signal-to-noise ratio in dB; ``inf`` for identical images."""
-    mse = _flat(x - y).pow(2).mean(1)
+    mse = flat(x - y).float().pow(2).mean(1)
     return 10 * torch.log10(data_range ** 2 / mse)
 
 

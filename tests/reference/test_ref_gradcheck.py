@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 
 import numpy as np
 import pytest
@@ -20,11 +19,8 @@ def test_rel_err():
         rel_err(np.zeros(2), np.zeros(3))
 
 
-def test_run_checks_passes_fast_and_is_json():
-    start = time.perf_counter()
+def test_run_checks_passes_and_is_json():
     result = run_checks(seed=0)
-    elapsed = time.perf_counter() - start
-    assert elapsed < 10
     json.dumps(result)  # JSON-able
     assert result["passed"] is True
     assert result["seed"] == 0

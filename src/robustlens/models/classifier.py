@@ -12,6 +12,9 @@ from robustlens.models.preprocess import PreprocessConfig
 class Normalize(nn.Module):
     """(x - mean) / std per channel; x in [0, 1], shape (N, C, H, W)."""
 
+    mean: torch.Tensor
+    std: torch.Tensor
+
     def __init__(self, mean: tuple[float, ...], std: tuple[float, ...]):
         super().__init__()
         self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1))

@@ -124,7 +124,8 @@ class PreActResNet18(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.conv1(x)
-        out = self.layer4(self.layer3(self.layer2(self.layer1(out))))
+        for i in range(1, 5):
+            out = getattr(self, f"layer{i}")(out)
         out = F.relu(self.bn(out))
         return self.linear(F.adaptive_avg_pool2d(out, 1).flatten(1))
 
@@ -208,6 +209,7 @@ def _build(name: str, make, config: PreprocessConfig, weights: str, seed: int, *
     if weights != "none":
         info = load_weights(net, weights)
         desc = info.source
+    model: Classifier
     if class_wnids is not None:
         model = SubsetClassifier(net, config, class_wnids=class_wnids, name=name, weights=desc)
     else:

@@ -1,14 +1,24 @@
 """The one loop: optimise an input of a fixed model to minimise a per-example objective under a threat model.
 
-Attacks, feature inversion, DeepDream and feature visualisation are all :func:`optimize` with different
-objectives, constraints, starts, parameterisations and transforms.
+Attacks, feature inversion, DeepDream, feature visualisation and image synthesis are all :func:`optimize`
+with different objectives, threat models, step rules, starts, parameterisations and transforms. The loop only
+wires named pieces together:
+
+- model preparation (:func:`robustlens.optim.prepare.prepare`: frozen parameters, speed settings);
+- a step rule (:mod:`robustlens.optim.steps`) and a start (:mod:`robustlens.optim.starts`);
+- a success criterion (:mod:`robustlens.optim.criteria`);
+- best iterates and the active set (:mod:`robustlens.optim.tracker`).
 
 Guarantees:
-- gradients are taken w.r.t. the input only (``torch.autograd.grad``); parameters are frozen for the run and
-  their ``requires_grad`` flags restored afterwards; the model's train/eval mode is left as it is;
+- gradients are taken w.r.t. the input only; parameters are frozen for the run and their ``requires_grad``
+  flags restored afterwards; the model's train/eval mode and memory format are left as they were;
 - each example is stepped with the gradient of its own loss (the backward pass uses the *sum* over examples)
   and keeps its own best iterate: a successful iterate beats an unsuccessful one, then lower loss wins;
-- with ``early_stop``, an example leaves the batch at its first successful iterate (saving its compute);
+- every success that counts is an *exact* verdict: when the fast pass is not exact (bf16 autocast) or the
+  returned image differs from the iterate (``output``, e.g. 8-bit rounding inside the ball), each iterate the
+  fast pass calls successful is judged again on its returned form, in float32, by the model itself — early
+  stop and the choice of the best iterate use that verdict only;
+- with ``early_stop``, an example leaves the batch at its first (exact) success;
 - randomness (random starts, transforms) comes from one ``torch.Generator`` seeded with ``seed``: the global
   RNG is not touched.
 """
@@ -16,22 +26,27 @@ Guarantees:
 from __future__ import annotations
 
 import contextlib
-import math
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 import torch
 from torch import nn
 
 from robustlens.models.layers import capture
-from robustlens.optim import speed
+from robustlens.optim import speed as speed_settings
+from robustlens.optim._tensor import per_example
+from robustlens.optim.criteria import Criterion
 from robustlens.optim.objectives import Objective, Outputs, as_objective
+from robustlens.optim.prepare import PreparedModel, prepare
+from robustlens.optim.starts import Start, as_start
+from robustlens.optim.steps import SteepestStep, StepRule
 from robustlens.optim.threat import ThreatModel, Unconstrained
+from robustlens.optim.tracker import ActiveSet, BestIterates
 
-SuccessFn = Callable[[Outputs], torch.Tensor]
 Transform = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
+OutputMap = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (iterate, x0) -> the image returned
 
 
 class Parameterization(Protocol):
@@ -44,10 +59,10 @@ class Parameterization(Protocol):
 
 @dataclass
 class OptimizeResult:
-    """``x`` best iterate per example (N,C,H,W) in [0,1]; its ``loss`` (N,) and ``success`` (N,) bool;
-    ``history`` one dict per step (see :func:`optimize`); ``steps_run`` gradient steps taken by the batch over
-    all restarts; ``example_steps`` gradient steps summed over examples (the compute spent: early-stopped
-    examples stop counting); ``seconds`` wall time."""
+    """``x`` best iterate per example (N,C,H,W) in [0,1] (in its returned form); its ``loss`` (N,) and
+    ``success`` (N,) bool; ``history`` one dict per step (see :func:`optimize`); ``steps_run`` gradient steps
+    taken by the batch over all restarts; ``example_steps`` gradient steps summed over examples (the compute
+    spent: early-stopped examples stop counting); ``seconds`` wall time."""
 
     x: torch.Tensor
     loss: torch.Tensor
@@ -58,55 +73,16 @@ class OptimizeResult:
     example_steps: int = 0
 
 
-@contextlib.contextmanager
-def frozen(model: nn.Module) -> Iterator[nn.Module]:
-    """Within the block every parameter has ``requires_grad=False``; the flags are restored on exit."""
-    flags = [(p, p.requires_grad) for p in model.parameters()]
-    try:
-        for p, _ in flags:
-            p.requires_grad_(False)
-        yield model
-    finally:
-        for p, f in flags:
-            p.requires_grad_(f)
+@dataclass
+class _Evaluated:
+    """One evaluated iterate of the rows in the batch: the image (its returned form where exactly judged),
+    loss (M,), success (M,), exact (M,) — judged by the exact pass — and the objective's report."""
 
-
-class _Adam:
-    """Element-wise Adam on the optimised tensor, with rows that can be dropped (per-example state)."""
-
-    def __init__(self, like: torch.Tensor, betas=(0.9, 0.999), eps=1e-8):
-        self.m = torch.zeros_like(like)
-        self.v = torch.zeros_like(like)
-        self.t = 0
-        self.b1, self.b2, self.eps = betas[0], betas[1], eps
-
-    def direction(self, grad: torch.Tensor) -> torch.Tensor:
-        self.t += 1
-        self.m.mul_(self.b1).add_(grad, alpha=1 - self.b1)
-        self.v.mul_(self.b2).addcmul_(grad, grad, value=1 - self.b2)
-        mhat = self.m / (1 - self.b1 ** self.t)
-        vhat = self.v / (1 - self.b2 ** self.t)
-        return mhat / (vhat.sqrt() + self.eps)
-
-    def keep(self, rows: torch.Tensor) -> None:
-        self.m, self.v = self.m[rows], self.v[rows]
-
-
-def _start(start, threat: ThreatModel, x0: torch.Tensor, gen: torch.Generator, restart: int) -> torch.Tensor:
-    if isinstance(start, torch.Tensor):
-        if start.shape != x0.shape:
-            raise ValueError(f"start has shape {tuple(start.shape)}, x0 has {tuple(x0.shape)}")
-        s = start.detach().to(x0)
-        return threat.project(s, x0) if restart == 0 else threat.random_start(x0, gen)
-    if start == "x0":
-        return x0.clone() if restart == 0 else threat.random_start(x0, gen)
-    if start == "random":
-        return threat.random_start(x0, gen)
-    raise ValueError(f"start must be 'x0', 'random' or a tensor, got {start!r}")
-
-
-# early stop: drop the stopped examples from the batch once at most this fraction of it is still running
-COMPACT_BELOW = {"cpu": 1.0}  # other devices: 0.5
+    img: torch.Tensor
+    loss: torch.Tensor
+    success: torch.Tensor
+    exact: torch.Tensor
+    report: dict[str, torch.Tensor]
 
 
 def optimize(
@@ -114,237 +90,235 @@ def optimize(
     x0: torch.Tensor,
     objective: Objective | str | Callable[[Outputs], torch.Tensor],
     *,
-    threat: ThreatModel | None = None,
     steps: int,
-    step_size: float,
-    start: str | torch.Tensor = "x0",
+    threat: ThreatModel | None = None,
+    rule: StepRule | None = None,
+    step_size: float | None = None,
+    start: Start | torch.Tensor | None = None,
     restarts: int = 1,
+    criterion: Criterion | None = None,
     early_stop: bool = False,
-    success_fn: SuccessFn | None = None,
+    output: OutputMap | None = None,
+    param: Parameterization | None = None,
+    transforms: Transform | None = None,
+    speed: speed_settings.Speed | None = None,
     seed: int = 0,
     progress: bool = True,
     history: bool = True,
-    param: Parameterization | None = None,
-    transforms: Transform | None = None,
-    step_rule: str = "pgd",
-    lr: float | None = None,
-    schedule: str = "constant",
-    channels_last: bool | str | None = None,
-    precision: str | None = None,
     desc: str = "optimize",
 ) -> OptimizeResult:
     """Minimise ``objective`` (Outputs -> (N,)) over inputs near ``x0`` (N,C,H,W in [0,1]).
 
     - ``threat``: the allowed set around ``x0`` (default: only the box [0,1]); each step is projected onto it.
-    - ``step_rule``: ``"pgd"``: x ← project(x − step_size · threat.ascent_direction(grad)) (sign for L∞,
-      unit L2 for L2, ...); ``"adam"``: element-wise Adam with learning rate ``lr`` (default ``step_size``),
-      then the projection. ``schedule``: ``"constant"`` or ``"cosine"`` (step size / learning rate times
-      ½(1 + cos(π·t/steps)) at step t: large moves first, fine ones at the end).
-    - ``start``: ``"x0"``, ``"random"`` (``threat.random_start``) or a tensor like ``x0``. Restarts after the
-      first always start at a random point of the threat set; each example keeps its best over restarts.
-    - ``success_fn(outputs) -> (N,) bool`` marks success; with ``early_stop`` an example stops at its first
-      success (and is not rerun by later restarts).
+    - ``rule``: a step rule (:class:`~robustlens.optim.steps.SteepestStep` — PGD — by default, with
+      ``step_size``; :class:`~robustlens.optim.steps.Adam`; or your own).
+    - ``start``: a :mod:`~robustlens.optim.starts` object or a tensor like ``x0`` (default: x0). Restarts after
+      the first start at a random point of the threat set; each example keeps its best over restarts.
+    - ``criterion``: marks success (:class:`~robustlens.optim.criteria.Targeted`, ``Untargeted``); with
+      ``early_stop`` an example stops at its first success (and is not rerun by later restarts).
+    - ``output(iterate, x0)``: the image that is returned for an iterate (e.g. 8-bit rounding inside the
+      ball); every success is judged on it.
     - ``param``: optimise a latent (FFT, decorrelated colour...) whose ``image(latent)`` is the image; the
       threat must then be unconstrained. ``transforms(image, generator)`` (jitter, scale, rotate) are applied
       to the image before the model, not to the stored iterate.
-    - ``history``: one dict per evaluated iterate: ``restart``, ``step``, ``loss`` (mean over examples still
-      running), ``best_loss`` (mean over all), ``success`` (fraction of all examples with a successful best),
-      ``active``, and the mean of every figure the objective reports (e.g. ``target_prob``).
-    - speed (:mod:`robustlens.optim.speed`): ``channels_last`` (True, False, ``"auto"``) and ``precision``
-      (``"fp32"``, ``"bf16"``, ``"auto"``); None takes the settings in force (``speed.use``; defaults:
-      channels-last for conv nets, bf16 autocast only where measured safe). For logits-only objectives an
-      eval-mode model runs as a private copy with BatchNorm folded into the convolutions (``fold_bn``). The
-      model's memory format is restored afterwards. With autocast and early stop, every autocast success
-      (the final iterate's too) is confirmed in float32 before it counts, so each ``success`` is a float32
-      decision (an example never confirmed keeps the autocast loss of its best iterate). With autocast and
-      no early stop, the final iterate is evaluated in float32 and every best iterate only an autocast pass
-      judged is re-checked in float32, so ``loss`` and ``success`` are float32 decisions.
+    - ``speed``: a :class:`~robustlens.optim.speed.Speed` (None: the settings in force, ``speed.use``).
+    - ``history``: one dict per evaluated iterate: ``restart``, ``step``, ``loss`` (mean over the batch),
+      ``best_loss`` (mean over all), ``success`` (fraction of all examples with a successful best),
+      ``active`` (examples still running), and the mean of every figure the objective reports.
 
-    There are ``steps`` gradient steps per restart and ``steps + 1`` evaluated iterates (the last one is
-    evaluated under ``torch.inference_mode``).
+    There are ``steps`` gradient steps per restart and ``steps + 1`` evaluated iterates (the last one under
+    ``torch.inference_mode``).
     """
     objective = as_objective(objective)
     threat = threat or Unconstrained()
+    rule = _check(x0, steps=steps, restarts=restarts, rule=rule, step_size=step_size, criterion=criterion,
+                  early_stop=early_stop, param=param, threat=threat)
+    settings = speed or speed_settings.current()
+    run = _Run(x0.detach(), objective, threat=threat, rule=rule, start=as_start(start), criterion=criterion,
+               early_stop=early_stop, output=output, param=param, transforms=transforms, seed=seed, steps=steps,
+               history=history)
+    t0 = time.perf_counter()
+    with prepare(model, run.x0, settings, hooks=bool(objective.layers)) as net, _progress(
+            restarts * steps, desc, progress) as bar:
+        run.net, run.bar = net, bar
+        for r in range(restarts):
+            if not run.restart(r):
+                break
+        run.finish()
+    best = run.best
+    return OptimizeResult(x=best.x, loss=best.loss, success=best.success, history=run.hist,
+                          steps_run=run.steps_run, seconds=time.perf_counter() - t0, example_steps=run.example_steps)
+
+
+def _check(x0: torch.Tensor, *, steps: int, restarts: int, rule: StepRule | None, step_size: float | None,
+           criterion: Criterion | None, early_stop: bool, param: Parameterization | None,
+           threat: ThreatModel) -> StepRule:
+    """Validate the arguments of :func:`optimize`; returns the step rule."""
     if steps < 0:
         raise ValueError(f"steps must be >= 0, got {steps}")
     if restarts < 1:
         raise ValueError(f"restarts must be >= 1, got {restarts}")
-    if step_rule not in ("pgd", "adam"):
-        raise ValueError(f"step_rule must be 'pgd' or 'adam', got {step_rule!r}")
-    if schedule not in ("constant", "cosine"):
-        raise ValueError(f"schedule must be 'constant' or 'cosine', got {schedule!r}")
-    if early_stop and success_fn is None:
-        raise ValueError("early_stop needs a success_fn")
+    if early_stop and criterion is None:
+        raise ValueError("early_stop needs a criterion")
     if param is not None and not isinstance(threat, Unconstrained):
         raise ValueError("a parameterisation needs an unconstrained threat model (the latent cannot be projected)")
     if x0.dim() < 2:
         raise ValueError(f"x0 must be a batch (N, ...), got shape {tuple(x0.shape)}")
+    if rule is None:
+        if step_size is None:
+            raise ValueError("give a step rule or a step_size")
+        return SteepestStep(step_size)
+    if step_size is not None:
+        raise ValueError("give either a step rule or a step_size, not both")
+    return rule
 
-    t_start = time.perf_counter()
-    x0 = x0.detach()
-    n, device = x0.shape[0], x0.device
-    gen = torch.Generator(device=device).manual_seed(int(seed))
-    lr = step_size if lr is None else lr
-    settings = speed.resolve(channels_last=channels_last, precision=precision)
-    cl = speed.use_channels_last(model, x0, settings.channels_last)
-    fmt = torch.channels_last if cl else torch.contiguous_format
-    amp = speed.autocast_dtype(model, settings.precision, device)
-    # with early stop every autocast success is confirmed in float32 as it happens (the last iterate's too),
-    # which makes a float32 pass over the final iterate and a float32 re-check of best iterates unnecessary
-    confirm_each = amp is not None and early_stop
-    # early stop drops stopped examples from the batch at once on CPU; on a GPU only once the batch has
-    # halved (they are carried, frozen, until then): each new batch size costs cuDNN new execution plans
-    compact_below = COMPACT_BELOW.get(device.type, 0.5)
 
-    best_x = x0.clone()
-    best_loss = torch.full((n,), float("inf"), device=device)
-    best_succ = torch.zeros(n, dtype=torch.bool, device=device)
-    best_fp32 = torch.ones(n, dtype=torch.bool, device=device)  # the best iterate was judged in float32
-    hist: list[dict] = []
-    steps_run = example_steps = 0
+class _Run:
+    """The state of one :func:`optimize` call; :meth:`restart` runs one restart, :meth:`finish` settles the
+    best iterates that no exact pass judged."""
 
-    def forward(z: torch.Tensor, index: torch.Tensor, dtype: torch.dtype | None
-                ) -> tuple[Outputs, torch.Tensor, torch.Tensor]:
-        img = param.image(z) if param is not None else z
-        xin = transforms(img, gen) if transforms is not None else img
-        with capture(model, objective.layers) as acts, speed.autocast(device, dtype):
-            logits = net(xin.contiguous(memory_format=fmt))
-        out = Outputs(x=img, logits=logits.float(), activations=acts, index=index)
-        return out, objective(out).float(), xin
+    net: PreparedModel
+    bar: Any
 
-    def confirm(out: Outputs, xin: torch.Tensor, succ: torch.Tensor, loss: torch.Tensor
-                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Float32 verdict on the rows an autocast pass marked successful: (success, loss with those rows
-        recomputed in float32, mask of the rows judged in float32)."""
-        rows = succ.nonzero().squeeze(1)
-        with torch.inference_mode(), capture(model, objective.layers) as acts:
-            logits = net(xin.detach()[rows].contiguous(memory_format=fmt)).float()
-            sub = Outputs(x=out.x.detach()[rows], logits=logits, activations=acts, index=out.index[rows])
-            ok, sub_loss = _success(success_fn, sub, logits[:, 0]), objective(sub).float()
-        judged = torch.zeros_like(succ)
-        judged[rows] = True
-        confirmed, loss = torch.zeros_like(succ), loss.clone()
-        confirmed[rows], loss[rows] = ok, sub_loss
-        return confirmed, loss, judged
+    def __init__(self, x0: torch.Tensor, objective: Objective, *, threat: ThreatModel, rule: StepRule, start: Start,
+                 criterion: Criterion | None, early_stop: bool, output: OutputMap | None,
+                 param: Parameterization | None, transforms: Transform | None, seed: int, steps: int, history: bool):
+        self.x0, self.objective, self.threat, self.rule, self.start = x0, objective, threat, rule, start
+        self.criterion, self.early_stop, self.output = criterion, early_stop, output
+        self.param, self.transforms, self.steps, self.history = param, transforms, steps, history
+        self.gen = torch.Generator(device=x0.device).manual_seed(int(seed))
+        self.best = BestIterates(x0)
+        self.hist: list[dict] = []
+        self.steps_run = self.example_steps = 0
 
-    bar = _progress(restarts * steps, desc, progress)
-    with contextlib.ExitStack() as stack:
-        stack.enter_context(frozen(model))
-        net = model
-        if settings.fold_bn and not objective.layers:  # hooks do not run in the folded copy
-            net = speed.prepared(model, x0, channels_last=cl)
-        if net is model:
-            stack.enter_context(speed.channels_last_model(model, enabled=cl))
-        if settings.compile:
-            net = speed.compiled(net)
-        for r in range(restarts):
-            active = (~best_succ).nonzero().squeeze(1) if early_stop else torch.arange(n, device=device)
-            if len(active) == 0:
+    @property
+    def judged_again(self) -> bool:
+        """Whether a fast-pass success must be confirmed by the exact pass."""
+        return self.criterion is not None and (not self.net.fast_is_exact or self.output is not None)
+
+    def restart(self, r: int) -> bool:
+        """Run restart ``r``; False when no example is left to optimise."""
+        n = self.x0.shape[0]
+        index = (~self.best.success).nonzero().squeeze(1) if self.early_stop else torch.arange(n, device=self.x0.device)
+        if len(index) == 0:
+            return False
+        active = ActiveSet(index)
+        z = self.start(self.x0, self.threat, self.gen, r)[index]
+        z = self.param.init(z).detach() if self.param is not None else z
+        x0a = self.x0[index]
+        self.rule.start(z, self.steps)
+        for t in range(self.steps + 1):
+            ev, grad = self._evaluate(z, active, x0a, with_grad=t < self.steps)
+            self.best.update(active.index, ev.img, ev.loss, ev.success, ev.exact, active.frozen)
+            self._record(r, t, ev, active)
+            if grad is None:
                 break
-            x0a = x0[active]
-            x = _start(start, threat, x0, gen, r)[active]
-            z = param.init(x).detach() if param is not None else x
-            adam = _Adam(z) if step_rule == "adam" else None
-            done = torch.zeros(len(active), dtype=torch.bool, device=device)  # stopped, still in the batch
-            for t in range(steps + 1):
-                last = t == steps
-                judged = None  # rows judged in float32 (None: all of them when amp is None or last)
-                if last:
-                    with torch.inference_mode():
-                        out, loss, xin = forward(z, active, amp if confirm_each else None)
-                        loss = loss.detach().clone()
-                        img = out.x.clone()
-                        succ = _success(success_fn, out, loss)
-                        report = _reports(objective, out) if history else {}
-                    if confirm_each and bool((succ & ~done).any()):
-                        succ, loss, judged = confirm(out, xin, succ & ~done, loss)
-                    grad = None
-                else:
-                    z.requires_grad_(True)
-                    out, loss, xin = forward(z, active, amp)
-                    grad, = torch.autograd.grad(loss.sum(), z)
-                    z = z.detach()
-                    loss = loss.detach()
-                    with torch.no_grad():
-                        img = out.x.detach()
-                        succ = _success(success_fn, out, loss)
-                        report = _reports(objective, out) if history else {}
-                    if confirm_each and bool((succ & ~done).any()):  # only float32 stops an example
-                        succ, loss, judged = confirm(out, xin, succ & ~done, loss)
-                with torch.no_grad():
-                    b_loss, b_succ = best_loss[active], best_succ[active]
-                    better = ((succ & ~b_succ) | ((succ == b_succ) & (loss < b_loss))) & ~done
-                    # masked writes by index: no host sync (cheap next to a forward/backward pass)
-                    best_x[active] = torch.where(better.view(-1, *[1] * (img.dim() - 1)), img.to(best_x.dtype),
-                                                 best_x[active])
-                    best_loss[active] = torch.where(better, loss.float(), b_loss)
-                    best_succ[active] = (succ & ~done) | b_succ
-                    in_fp32 = judged if judged is not None else torch.full_like(
-                        better, amp is None or (last and not confirm_each))
-                    best_fp32[active] = torch.where(better, in_fp32, best_fp32[active])
-                    if history:
-                        hist.append({"restart": r, "step": t, "loss": float(loss.float().mean()),
-                                     "best_loss": float(best_loss.mean()), "success": float(best_succ.float().mean()),
-                                     "active": int(len(active)) - int(done.sum()),
-                                     **{k: float(v.float().mean()) for k, v in report.items()}})
-                    if last:
-                        break
-                    if early_stop and bool((succ & ~done).any()):
-                        done = done | succ
-                        running = int((~done).sum())
-                        if running == 0:
-                            bar.update(steps - t)
-                            break
-                        if running <= compact_below * len(active):  # drop the stopped rows from the batch
-                            keep = ~done
-                            active, z, grad, x0a, done = active[keep], z[keep], grad[keep], x0a[keep], done[keep]
-                            if adam is not None:
-                                adam.keep(keep)
-                    d = adam.direction(grad) if adam is not None else threat.ascent_direction(grad, z)
-                    size = lr if adam is not None else step_size
-                    if schedule == "cosine":
-                        size *= 0.5 * (1 + math.cos(math.pi * t / steps))
-                    z_next = z - size * d
-                    if param is None:
-                        z_next = threat.project(z_next, x0a)
-                    z = torch.where(done.view(-1, *[1] * (z.dim() - 1)), z, z_next) if bool(done.any()) else z_next
-                    steps_run += 1
-                    example_steps += len(active) - int(done.sum())
-                    bar.update(1)
-                    if progress:
-                        bar.set_postfix(loss=f"{float(best_loss.mean()):.4g}",
-                                        success=f"{float(best_succ.float().mean()):.2f}")
-        if amp is not None and not confirm_each and transforms is None and not bool(best_fp32.all()):
-            _recheck_float32(forward, best_x, best_loss, best_succ, success_fn, param, ~best_fp32)
-    bar.close()
-    return OptimizeResult(x=best_x, loss=best_loss, success=best_succ, history=hist, steps_run=steps_run,
-                          seconds=time.perf_counter() - t_start, example_steps=example_steps)
+            loss = ev.loss
+            if self.early_stop and bool((ev.success & ~active.frozen).any()):
+                keep = active.stop(ev.success & ~active.frozen)
+                if active.running() == 0:
+                    self.bar.update(self.steps - t)
+                    break
+                if keep is not None:
+                    z, grad, x0a, loss = z[keep], grad[keep], x0a[keep], loss[keep]
+                    self.rule.keep(keep)
+            z = self._step(z, grad, loss, t, x0a, active)
+        return True
+
+    def _evaluate(self, z: torch.Tensor, active: ActiveSet, x0a: torch.Tensor, *, with_grad: bool
+                  ) -> tuple[_Evaluated, torch.Tensor | None]:
+        """The fast pass over the batch (with the input gradient unless it is the last iterate), then the exact
+        pass over the rows it calls successful."""
+        grad = None
+        with contextlib.nullcontext() if with_grad else torch.inference_mode():
+            if with_grad:
+                z.requires_grad_(True)
+            img = self.param.image(z) if self.param is not None else z
+            xin = self.transforms(img, self.gen) if self.transforms is not None else img
+            with capture(self.net.model, self.objective.layers) as acts:
+                logits = self.net.forward(xin)
+            out = Outputs(x=img, logits=logits, activations=acts, index=active.index)
+            loss = self.objective(out).float()
+            if with_grad:
+                grad, = torch.autograd.grad(loss.sum(), z)
+            with torch.no_grad():
+                success = self._success(out)
+                report = {k: v.detach() for k, v in self.objective.report(out).items()} if self.history else {}
+        exact = torch.full_like(success, self.net.fast_is_exact and self.output is None)
+        ev = _Evaluated(img=img.detach(), loss=loss.detach(), success=success, exact=exact, report=report)
+        if self.judged_again:
+            self._judge(ev, active, x0a)
+        return ev, grad
+
+    def _success(self, out: Outputs) -> torch.Tensor:
+        if self.criterion is None:
+            return torch.zeros(out.logits.shape[0], dtype=torch.bool, device=out.logits.device)
+        return self.criterion(out).to(torch.bool).reshape(-1)
+
+    def _exact(self, img: torch.Tensor, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(loss, success) of images (M, ...) of the examples ``index`` by the exact pass."""
+        with torch.inference_mode(), capture(self.net.model, self.objective.layers) as acts:
+            out = Outputs(x=img, logits=self.net.exact(img), activations=acts, index=index)
+            return self.objective(out).float().clone(), self._success(out).clone()
+
+    def _judge(self, ev: _Evaluated, active: ActiveSet, x0a: torch.Tensor) -> None:
+        """Replace, in ``ev``, the fast verdict of every row that would become its example's best by the exact
+        verdict on its returned form."""
+        rows = self.best.candidates(active.index, ev.loss, ev.success, active.frozen).nonzero().squeeze(1)
+        if len(rows) == 0:
+            return
+        img = ev.img[rows] if self.output is None else self.output(ev.img[rows], x0a[rows])
+        loss, success = self._exact(img, active.index[rows])
+        ev.img, ev.loss, ev.success = ev.img.clone(), ev.loss.clone(), ev.success.clone()  # never write into z
+        ev.img[rows], ev.loss[rows], ev.success[rows], ev.exact[rows] = img, loss, success, True
+
+    def _step(self, z: torch.Tensor, grad: torch.Tensor, loss: torch.Tensor, t: int, x0a: torch.Tensor,
+              active: ActiveSet) -> torch.Tensor:
+        with torch.no_grad():
+            z_next = self.rule.step(z.detach(), grad, loss=loss, t=t, threat=self.threat, x0=x0a)
+            if self.param is None:
+                z_next = self.threat.project(z_next, x0a)
+            if bool(active.frozen.any()):
+                z_next = torch.where(per_example(active.frozen, z_next), z.detach(), z_next)
+        self.steps_run += 1
+        self.example_steps += active.running()
+        self.bar.update(1)
+        return z_next
+
+    def _record(self, r: int, t: int, ev: _Evaluated, active: ActiveSet) -> None:
+        best = self.best
+        if self.history:
+            self.hist.append({"restart": r, "step": t, "loss": float(ev.loss.mean()),
+                              "best_loss": float(best.loss.mean()), "success": float(best.success.float().mean()),
+                              "active": active.running(),
+                              **{k: float(v.float().mean()) for k, v in ev.report.items()}})
+        if not self.bar.disable:
+            self.bar.set_postfix(loss=f"{float(best.loss.mean()):.4g}",
+                                 success=f"{float(best.success.float().mean()):.2f}", refresh=False)
+
+    def finish(self) -> None:
+        """Give every best iterate its returned form, and (without early stop, where it costs one pass) its
+        exact verdict. With early stop an example that never reached an exact success keeps its fast-pass loss
+        and is not successful."""
+        rows = (~self.best.exact).nonzero().squeeze(1)
+        if len(rows) == 0:
+            return
+        x = self.best.x[rows]
+        if self.output is not None:
+            x = self.output(x, self.x0[rows])
+        if self.early_stop or self.transforms is not None:
+            self.best.x[rows] = x
+            return
+        loss, success = self._exact(x, rows)
+        self.best.replace(rows, x, loss, success if self.criterion is not None else None)
 
 
-def _recheck_float32(forward, best_x, best_loss, best_succ, success_fn, param, rows: torch.Tensor) -> None:
-    """Re-evaluate in float32, in place, the best iterates of ``rows`` (a bool mask): those only an autocast
-    pass judged (it may misjudge a near-tie)."""
-    idx = rows.nonzero().squeeze(1)
-    with torch.inference_mode():
-        z = param.init(best_x[idx]) if param is not None else best_x[idx]
-        out, loss, _ = forward(z, idx, None)
-        succ = _success(success_fn, out, loss)
-    best_loss[idx] = loss
-    if success_fn is not None:
-        best_succ[idx] = succ
-
-
-def _success(success_fn: SuccessFn | None, out: Outputs, loss: torch.Tensor) -> torch.Tensor:
-    if success_fn is None:
-        return torch.zeros_like(loss, dtype=torch.bool)
-    return success_fn(out).to(torch.bool).reshape(-1)
-
-
-def _reports(objective: Objective, out: Outputs) -> dict[str, torch.Tensor]:
-    return {k: v.detach() for k, v in objective.report(out).items()}
-
-
+@contextlib.contextmanager
 def _progress(total: int, desc: str, enabled: bool):
     from tqdm.auto import tqdm
 
-    return tqdm(total=total, desc=desc, disable=not enabled, leave=False, dynamic_ncols=True)
+    bar = tqdm(total=total, desc=desc, disable=not enabled, leave=False, dynamic_ncols=True)
+    try:
+        yield bar
+    finally:
+        bar.close()

@@ -4,8 +4,8 @@ An objective sees an :class:`Outputs` (the optimised image, the logits, the acti
 asked for, and which rows of the original batch are present) and returns a (N,) loss. It names the layers it
 needs in ``layers``; the engine captures all of them in one forward pass. Objectives compose::
 
-    LogProb(target) + 0.05 * TotalVariation()      # a regularised targeted attack
-    -0.5 * LayerNorm("_blocks.6")                   # scaled
+    NegLogProb(target) + 0.05 * TotalVariation()      # a regularised targeted attack
+    -0.5 * ActivationEnergy("_blocks.6")                   # scaled
     as_objective("_blocks.10:12")                   # channel 12 of layer _blocks.10 (feature visualisation)
 
 Per-example data (targets, reference features) is stored for the whole batch and indexed with
@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from robustlens.errors import UserError
+from robustlens.optim._tensor import flat
 
 
 @dataclass
@@ -33,7 +34,7 @@ class Outputs:
     activations: dict[str, torch.Tensor] = field(default_factory=dict)
     index: torch.Tensor | None = None
 
-    def rows(self, t: torch.Tensor) -> torch.Tensor:
+    def select(self, t: torch.Tensor) -> torch.Tensor:
         """The rows of a whole-batch tensor ``t`` present in this batch (a batch of one broadcasts)."""
         if t.shape[0] == 1:
             return t.expand(self.logits.shape[0], *t.shape[1:])
@@ -88,6 +89,8 @@ def _union(*groups: tuple[str, ...]) -> tuple[str, ...]:
 
 
 class Sum(Objective):
+    parts: tuple[Objective, ...]
+
     def __init__(self, parts: tuple[Objective, ...]):
         flat: list[Objective] = []
         for p in parts:
@@ -155,14 +158,15 @@ class _ClassObjective(Objective):
         self.classes = _classes(classes)
 
     def _rows(self, out: Outputs) -> torch.Tensor:
-        return out.rows(self.classes.to(out.logits.device))
+        return out.select(self.classes.to(out.logits.device))
 
     def _logp(self, out: Outputs) -> torch.Tensor:
         return F.log_softmax(out.logits.float(), dim=1).gather(1, self._rows(out)[:, None]).squeeze(1)
 
 
-class LogProb(_ClassObjective):
-    """Targeted: loss = −log p(target | x) (the problem set's objective). Reports ``target_prob``."""
+class NegLogProb(_ClassObjective):
+    """loss = −log p(c | x) = CE(x, c): minimising it pushes class c up (targeted attacks; the problem set's
+    objective). Reports ``target_prob``."""
 
     def __call__(self, out):
         return -self._logp(out)
@@ -171,12 +175,12 @@ class LogProb(_ClassObjective):
         return {"target_prob": self._logp(out).exp()}
 
     def __repr__(self):
-        return "LogProb"
+        return "NegLogProb"
 
 
-class CrossEntropy(_ClassObjective):
-    """Untargeted: loss = −CE(x, label) = log p(label | x): minimising it pushes the true class down.
-    Reports ``label_prob``."""
+class LogProb(_ClassObjective):
+    """loss = +log p(c | x) = −CE(x, c): minimising it pushes class c down (untargeted attacks move away from
+    the label). Reports ``label_prob``."""
 
     def __call__(self, out):
         return self._logp(out)
@@ -185,7 +189,7 @@ class CrossEntropy(_ClassObjective):
         return {"label_prob": self._logp(out).exp()}
 
     def __repr__(self):
-        return "CrossEntropy"
+        return "LogProb"
 
 
 class CWMargin(_ClassObjective):
@@ -213,10 +217,6 @@ class CWMargin(_ClassObjective):
 
 # --- features ---------------------------------------------------------------------------------------------
 
-def _flat(t: torch.Tensor) -> torch.Tensor:
-    return t.reshape(t.shape[0], -1).float()
-
-
 class FeatureDistance(Objective):
     """Squared L2 distance between the activations at ``layer`` and a reference (N or 1, ...), relative to
     the reference's squared norm when ``relative`` (default): ‖φ(x) − φ_ref‖² / ‖φ_ref‖². Reports
@@ -227,8 +227,8 @@ class FeatureDistance(Objective):
         self.layers = (layer,)
 
     def distance(self, out: Outputs) -> torch.Tensor:
-        ref = _flat(out.rows(self.reference))
-        d = (_flat(out.activations[self.layer]) - ref).pow(2).sum(1)
+        ref = flat(out.select(self.reference)).float()
+        d = (flat(out.activations[self.layer]).float() - ref).pow(2).sum(1)
         return d / ref.pow(2).sum(1).clamp_min(1e-12) if self.relative else d
 
     def __call__(self, out):
@@ -241,7 +241,7 @@ class FeatureDistance(Objective):
         return f"FeatureDistance({self.layer})"
 
 
-class LayerNorm(Objective):
+class ActivationEnergy(Objective):
     """DeepDream: loss = −mean of the squared activations at ``layer`` (maximises the layer's L2 norm)."""
 
     def __init__(self, layer: str):
@@ -249,10 +249,10 @@ class LayerNorm(Objective):
         self.layers = (layer,)
 
     def __call__(self, out):
-        return -_flat(out.activations[self.layer]).pow(2).mean(1)
+        return -flat(out.activations[self.layer]).float().pow(2).mean(1)
 
     def __repr__(self):
-        return f"LayerNorm({self.layer})"
+        return f"ActivationEnergy({self.layer})"
 
 
 class Channel(Objective):

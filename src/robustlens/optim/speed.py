@@ -30,6 +30,7 @@ import weakref
 from collections.abc import Iterator
 from contextvars import ContextVar
 from dataclasses import dataclass
+from typing import cast
 
 import torch
 from torch import fx, nn
@@ -197,7 +198,7 @@ def compiled(model: nn.Module) -> nn.Module:
         return hit
     device = next((p.device for p in model.parameters()), torch.device("cpu"))
     mode = "reduce-overhead" if device.type == "cuda" else None
-    fn = torch.compile(model, mode=mode, dynamic=None)
+    fn = cast(nn.Module, torch.compile(model, mode=mode, dynamic=None))
     _COMPILED[model] = fn
     return fn
 
@@ -235,9 +236,11 @@ def _fold(model: nn.Module, fmt: torch.memory_format) -> tuple[nn.Module, int]:
         if not isinstance(bn, nn.BatchNorm2d):
             continue
         prev = node.args[0] if node.args else None
-        conv = modules.get(prev.target) if isinstance(prev, fx.Node) and prev.op == "call_module" else None
+        if not isinstance(prev, fx.Node) or prev.op != "call_module" or not isinstance(prev.target, str):
+            continue
+        conv = modules.get(prev.target)
         if (not isinstance(conv, nn.Conv2d) or len(prev.users) != 1 or bn.training or bn.running_mean is None
-                or bn.num_features != conv.out_channels or prev.target in replace):
+                or bn.running_var is None or bn.num_features != conv.out_channels or prev.target in replace):
             continue
         with torch.no_grad():
             scale = torch.rsqrt(bn.running_var.float() + bn.eps)

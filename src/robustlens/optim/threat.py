@@ -28,16 +28,9 @@ import math
 
 import torch
 
+from robustlens.optim._tensor import flat, per_example
+
 _BISECTION_STEPS = 40  # brackets shrink by 2^-40: far below float32 resolution
-
-
-def _flat(t: torch.Tensor) -> torch.Tensor:
-    return t.reshape(t.shape[0], -1)
-
-
-def _rows(v: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-    """A per-example vector (N,) shaped to broadcast against ``like`` (N, ...)."""
-    return v.reshape(-1, *([1] * (like.dim() - 1)))
 
 
 class ThreatModel:
@@ -60,7 +53,7 @@ class ThreatModel:
 
     def contains(self, x: torch.Tensor, x0: torch.Tensor, tol: float = 1e-6) -> torch.Tensor:
         """(N,) bool: x in [0, 1] and within ε of x₀, up to ``tol``."""
-        in_box = (_flat(x).amin(1) >= -tol) & (_flat(x).amax(1) <= 1 + tol)
+        in_box = (flat(x).amin(1) >= -tol) & (flat(x).amax(1) <= 1 + tol)
         return in_box & (self.norm(x - x0) <= self.eps + tol)
 
     def __repr__(self) -> str:
@@ -97,7 +90,7 @@ class Linf(ThreatModel):
         return torch.minimum(torch.maximum(x, x0 - self.eps), x0 + self.eps).clamp_(0, 1)
 
     def norm(self, delta):
-        return _flat(delta).abs().amax(1)
+        return flat(delta).abs().amax(1)
 
 
 class L2(ThreatModel):
@@ -117,11 +110,11 @@ class L2(ThreatModel):
         g = torch.randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
         u = torch.rand(n, generator=generator, device=x0.device, dtype=x0.dtype)
         radius = self.eps * u.pow(1.0 / d)
-        g = g * _rows(radius / self.norm(g).clamp_min(1e-12), g)
+        g = g * per_example(radius / self.norm(g).clamp_min(1e-12), g)
         return self.project(x0 + g, x0)
 
     def ascent_direction(self, grad, x=None):
-        return grad / _rows(self.norm(grad).clamp_min(1e-12), grad)
+        return grad / per_example(self.norm(grad).clamp_min(1e-12), grad)
 
     def project(self, x, x0):
         d = x - x0
@@ -135,15 +128,15 @@ class L2(ThreatModel):
         hi = torch.ones_like(lo)  # infeasible
         for _ in range(_BISECTION_STEPS):
             mid = (lo + hi) / 2
-            ok = self.norm((x0i + _rows(mid, di) * di).clamp(0, 1) - x0i) <= self.eps
+            ok = self.norm((x0i + per_example(mid, di) * di).clamp(0, 1) - x0i) <= self.eps
             lo = torch.where(ok, mid, lo)
             hi = torch.where(ok, hi, mid)
         out = clipped.clone()
-        out[idx] = (x0i + _rows(lo, di) * di).clamp(0, 1)
+        out[idx] = (x0i + per_example(lo, di) * di).clamp(0, 1)
         return out
 
     def norm(self, delta):
-        return torch.linalg.vector_norm(_flat(delta), ord=2, dim=1)
+        return torch.linalg.vector_norm(flat(delta), ord=2, dim=1)
 
 
 class L1(ThreatModel):
@@ -167,13 +160,13 @@ class L1(ThreatModel):
         s = torch.randint(0, 2, x0.shape, generator=generator, device=x0.device).to(x0.dtype) * 2 - 1
         u = torch.rand(n, generator=generator, device=x0.device, dtype=x0.dtype)
         g = e * s
-        g = g * _rows(self.eps * u.pow(1.0 / d) / self.norm(g).clamp_min(1e-12), g)
+        g = g * per_example(self.eps * u.pow(1.0 / d) / self.norm(g).clamp_min(1e-12), g)
         return self.project(x0 + g, x0)
 
     def ascent_direction(self, grad, x=None):
-        g = _flat(grad)
+        g = flat(grad)
         if x is not None:  # an entry at 0 cannot decrease, at 1 cannot increase (we step along +direction)
-            xf = _flat(x)
+            xf = flat(x)
             blocked = ((xf <= 0) & (g < 0)) | ((xf >= 1) & (g > 0))
             g = g.masked_fill(blocked, 0)
         k = max(1, int(round((1 - self.sparsity) * g.shape[1])))
@@ -192,11 +185,11 @@ class L1(ThreatModel):
         di, x0i = d[idx], x0[idx]
 
         def at(lam):
-            lam = _rows(lam, di)
+            lam = per_example(lam, di)
             return (x0i + di.sign() * (di.abs() - lam).clamp_min(0)).clamp(0, 1)
 
         lo = torch.zeros(len(idx), device=x.device, dtype=x.dtype)  # infeasible
-        hi = _flat(di).abs().amax(1)  # feasible: x(hi) = x0
+        hi = flat(di).abs().amax(1)  # feasible: x(hi) = x0
         for _ in range(_BISECTION_STEPS):
             mid = (lo + hi) / 2
             ok = self.norm(at(mid) - x0i) <= self.eps
@@ -207,7 +200,7 @@ class L1(ThreatModel):
         return out
 
     def norm(self, delta):
-        return _flat(delta).abs().sum(1)
+        return flat(delta).abs().sum(1)
 
 
 class Unconstrained(ThreatModel):
@@ -223,16 +216,16 @@ class Unconstrained(ThreatModel):
         return torch.rand(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
 
     def ascent_direction(self, grad, x=None):
-        return grad / _rows(_flat(grad).abs().mean(1).clamp_min(1e-12), grad)
+        return grad / per_example(flat(grad).abs().mean(1).clamp_min(1e-12), grad)
 
     def project(self, x, x0):
         return x.clamp(0, 1)
 
     def norm(self, delta):
-        return torch.linalg.vector_norm(_flat(delta), ord=2, dim=1)
+        return torch.linalg.vector_norm(flat(delta), ord=2, dim=1)
 
     def contains(self, x, x0, tol=1e-6):
-        return (_flat(x).amin(1) >= -tol) & (_flat(x).amax(1) <= 1 + tol)
+        return (flat(x).amin(1) >= -tol) & (flat(x).amax(1) <= 1 + tol)
 
 
 _NORMS = {"linf": Linf, "l2": L2, "l1": L1}

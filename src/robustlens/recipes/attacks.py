@@ -4,58 +4,37 @@
   training call).
 - :func:`attack`: the user-facing attack with predictions, norms, image-quality figures and an 8-bit-safe
   result (see :class:`AttackResult`).
+- :class:`EightBit`: the returned form of an iterate — rounded to the 8-bit grid (what a PNG stores) inside
+  the threat set. The engine judges every success on it, so early stop never stops on a success that
+  rounding undoes.
 
 ε and step sizes are in [0, 1] pixel units.
 """
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
 from robustlens import metrics
+from robustlens.checks import finite, positive
+from robustlens.errors import UserError
 from robustlens.images import quantize
 from robustlens.metrics import finite_or_none
 from robustlens.models.classify import Prediction, topk
+from robustlens.optim.criteria import LOSSES, Criterion, Targeted, Untargeted
 from robustlens.optim.engine import optimize
-from robustlens.optim.objectives import (
-    CrossEntropy,
-    CWMargin,
-    LogProb,
-    Objective,
-    Outputs,
-)
-from robustlens.optim.steps import madry_step_size
+from robustlens.optim.speed import Speed
+from robustlens.optim.starts import AtInput, RandomInThreat
+from robustlens.optim.steps import SteepestStep, madry_step_size
 from robustlens.optim.threat import ThreatModel, make_threat
 
-LOSSES = ("ce", "logprob", "cw")
 
-
-def class_objective(loss: str, classes: torch.Tensor, *, targeted: bool) -> Objective:
-    """The loss to minimise: targeted pushes ``classes`` up, untargeted pushes them down.
-
-    ``"ce"`` and ``"logprob"`` are the same function of the logits (CE = −log p): targeted −log p(target),
-    untargeted +log p(label); ``"cw"`` is the Carlini-Wagner logit margin."""
-    if loss in ("ce", "logprob"):
-        return LogProb(classes) if targeted else CrossEntropy(classes)
-    if loss == "cw":
-        return CWMargin(classes, targeted=targeted)
-    raise ValueError(f"unknown loss {loss!r}; use one of {', '.join(LOSSES)}")
-
-
-def class_success(classes: torch.Tensor, *, targeted: bool):
-    """``success_fn`` for the engine: top-1 == target (targeted) or top-1 != label (untargeted)."""
-    classes = torch.as_tensor(classes, dtype=torch.long).reshape(-1)
-
-    def success(out: Outputs) -> torch.Tensor:
-        c = out.rows(classes.to(out.logits.device))
-        top1 = out.logits.argmax(1)
-        return top1 == c if targeted else top1 != c
-
-    return success
+def criterion_for(classes: int | list[int] | torch.Tensor, *, targeted: bool) -> Criterion:
+    """:class:`Targeted` towards ``classes`` or :class:`Untargeted` away from them."""
+    return Targeted(classes) if targeted else Untargeted(classes)
 
 
 def pgd(
@@ -73,36 +52,39 @@ def pgd(
     seed: int = 0,
     restarts: int = 1,
     early_stop: bool = False,
+    quantize: bool = False,
     progress: bool = False,
-    channels_last: bool | str | None = None,
+    speed: Speed | None = None,
 ) -> torch.Tensor:
     """Projected gradient descent (Madry et al.). ``x`` (N,C,H,W) in [0,1]; ``y`` (N,) true labels
     (untargeted: maximise their CE) or target labels (``targeted``: maximise their log-probability).
 
     Returns the adversarial images (same shape as ``x``, detached): per example the best iterate over all
     steps and restarts — a successful one if any, else the one with the highest attack loss — inside
-    the ε-ball around ``x`` and [0,1]. Model parameters and train/eval mode are left as they were.
-    ``channels_last``: see :func:`robustlens.optim.engine.optimize` (None: the speed settings in force).
+    the ε-ball around ``x`` and [0,1]. Model parameters and train/eval mode are left as they were. With
+    ``quantize`` the images are on the 8-bit grid and every success is judged there (:class:`EightBit`).
+    ``speed``: see :func:`robustlens.optim.engine.optimize` (None: the settings in force).
     """
     y = torch.as_tensor(y, dtype=torch.long, device=x.device).reshape(-1)
     if y.numel() not in (1, x.shape[0]):
         raise ValueError(f"y has {y.numel()} labels for {x.shape[0]} images")
-    res = optimize(model, x, class_objective(loss, y, targeted=targeted), threat=make_threat(norm, eps),
-                   steps=steps, step_size=step_size, start="random" if random_start else "x0", restarts=restarts,
-                   early_stop=early_stop, success_fn=class_success(y, targeted=targeted), seed=seed,
-                   progress=progress, history=False, channels_last=channels_last, desc="pgd")
+    threat = make_threat(norm, eps)
+    criterion = criterion_for(y, targeted=targeted)
+    res = optimize(model, x, criterion.objective(loss), threat=threat, steps=steps, rule=SteepestStep(step_size),
+                   start=RandomInThreat() if random_start else AtInput(), restarts=restarts, criterion=criterion,
+                   early_stop=early_stop, output=EightBit(threat) if quantize else None, seed=seed,
+                   progress=progress, history=False, speed=speed, desc="pgd")
     return res.x
 
 
 def fgsm(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, norm: str = "linf", eps: float,
-         targeted: bool = False, loss: str = "ce", progress: bool = False,
-         channels_last: bool | str | None = None) -> torch.Tensor:
+         targeted: bool = False, loss: str = "ce", progress: bool = False, speed: Speed | None = None) -> torch.Tensor:
     """Fast gradient (sign) method: :func:`pgd` with one step of size ``eps`` from ``x`` (no random start).
 
     Like :func:`pgd` it returns the better of the two iterates it evaluates (x itself and x + step), so an
     example whose step lowered the attack loss without succeeding comes back unchanged."""
     return pgd(model, x, y, norm=norm, eps=eps, step_size=eps, steps=1, targeted=targeted, random_start=False,
-               loss=loss, progress=progress, channels_last=channels_last)
+               loss=loss, progress=progress, speed=speed)
 
 
 # --- the user-facing attack -------------------------------------------------------------------------------
@@ -179,6 +161,19 @@ def quantize_in_ball(adv: torch.Tensor, x0: torch.Tensor, threat: ThreatModel) -
     return q
 
 
+class EightBit:
+    """The returned form of an iterate: :func:`quantize_in_ball` for ``threat`` (an output map for the engine)."""
+
+    def __init__(self, threat: ThreatModel):
+        self.threat = threat
+
+    def __call__(self, x: torch.Tensor, x0: torch.Tensor) -> torch.Tensor:
+        return quantize_in_ball(x, x0, self.threat)
+
+    def __repr__(self) -> str:
+        return f"EightBit({self.threat!r})"
+
+
 def _as_batch(images: torch.Tensor) -> torch.Tensor:
     if images.dim() == 3:
         images = images.unsqueeze(0)
@@ -215,80 +210,61 @@ def attack(
     steps: int = 50,
     restarts: int = 1,
     random_start: bool = False,
-    loss: str = "logprob",
+    loss: str = "ce",
     early_stop: bool = True,
     quantize: bool = True,
     seed: int = 0,
     progress: bool = True,
-    channels_last: bool | str | None = None,
+    speed: Speed | None = None,
 ) -> AttackResult:
     """Targeted (``target`` given) or untargeted attack on ``images`` ((C,H,W) or (N,C,H,W) in [0,1]).
 
     Untargeted attacks move away from ``labels`` (default: the model's clean top-1). Several targets for one
-    image are one batch. ``step_size`` defaults to :func:`robustlens.optim.steps.madry_step_size`. With ``quantize`` the result is
-    rounded to the 8-bit grid inside the ball (:func:`quantize_in_ball`) and success is checked on the
-    rounded image, so a saved PNG reloads and classifies the same; if rounding undoes an example's success,
-    the attack resumes from the rounded image (at most twice more, ``steps`` each).
+    image are one batch. ``step_size`` defaults to :func:`robustlens.optim.steps.madry_step_size`. With
+    ``quantize`` every iterate is judged on its 8-bit form inside the ball (:class:`EightBit`) and that form is
+    returned, so a saved PNG reloads and classifies as reported: early stop stops only on a success that
+    survives rounding. ``success`` is the verdict of the model itself on the returned images.
     """
-    if eps < 0:
-        raise ValueError(f"eps must be >= 0, got {eps}")
-    if steps < 1:
-        raise ValueError(f"steps must be >= 1, got {steps}")
-    if loss not in LOSSES:
-        raise ValueError(f"unknown loss {loss!r}; use one of {', '.join(LOSSES)}")
+    eps, step_size = _check_attack(eps=eps, step_size=step_size, steps=steps, restarts=restarts, loss=loss)
     threat = make_threat(norm, eps)
-    step_size = madry_step_size(eps, steps) if step_size is None else float(step_size)
-    if step_size <= 0 and eps > 0:
-        raise ValueError(f"step_size must be > 0, got {step_size}")
+    step_size = madry_step_size(eps, steps) if step_size is None else step_size
     x = _as_batch(images).detach()
     device = x.device
     x, targets = _pair_targets(x, target, device)
     with torch.inference_mode():
-        clean_logits = model(x)
-    clean_logits = clean_logits.clone()
+        clean_logits = model(x).clone()
     if labels is None:
         labels_t = clean_logits.argmax(1)
     else:
         labels_t = torch.as_tensor(labels, dtype=torch.long, device=device).reshape(-1).expand(x.shape[0]).clone()
     targeted = targets is not None
-    classes = targets if targeted else labels_t
-    objective = class_objective(loss, classes, targeted=targeted)
-    success_fn = class_success(classes, targeted=targeted)
-
-    t0 = time.perf_counter()
-    res = optimize(model, x, objective, threat=threat, steps=steps, step_size=step_size,
-                   start="random" if random_start else "x0", restarts=restarts, early_stop=early_stop,
-                   success_fn=success_fn, seed=seed, progress=progress, channels_last=channels_last,
-                   desc="attack")
-    adv, reached, history = res.x, res.success, list(res.history)
-    steps_run, example_steps = res.steps_run, res.example_steps
-    for round_ in range(3):
-        if quantize:
-            adv = quantize_in_ball(adv, x, threat)
-        with torch.inference_mode():
-            logits = model(adv)
-        logits = logits.clone()
-        success = (logits.argmax(1) == classes) if targeted else (logits.argmax(1) != classes)
-        # rounding (or the float32 re-check) undid these successes: resume from the returned image
-        redo = (~success & reached).nonzero().squeeze(1)
-        if len(redo) == 0 or round_ == 2:
-            break
-        again = optimize(model, x[redo], class_objective(loss, classes[redo], targeted=targeted), threat=threat,
-                         steps=steps, step_size=step_size, start=adv[redo], early_stop=early_stop,
-                         success_fn=class_success(classes[redo], targeted=targeted), seed=seed + round_ + 1,
-                         progress=progress, history=False, channels_last=channels_last, desc="attack (resume)")
-        adv, reached = adv.clone(), reached.clone()
-        adv[redo], reached[redo] = again.x, again.success
-        steps_run += again.steps_run
-        example_steps += again.example_steps
-    seconds = time.perf_counter() - t0
-
+    criterion = criterion_for(targets if targets is not None else labels_t, targeted=targeted)
+    res = optimize(model, x, criterion.objective(loss), threat=threat, steps=steps, rule=SteepestStep(step_size),
+                   start=RandomInThreat() if random_start else AtInput(), restarts=restarts, criterion=criterion,
+                   early_stop=early_stop, output=EightBit(threat) if quantize else None, seed=seed,
+                   progress=progress, speed=speed, desc="attack")
+    adv = res.x
+    with torch.inference_mode():
+        logits = model(adv).clone()
     delta = adv - x
     settings = {"targeted": targeted, "norm": threat.name, "eps": eps, "eps_255": eps * 255,
                 "step_size": step_size, "steps": steps, "restarts": restarts, "random_start": random_start,
                 "loss": loss, "early_stop": early_stop, "quantize": quantize, "seed": seed}
-    return AttackResult(original=x, adversarial=adv, targets=targets, labels=labels_t, success=success,
+    return AttackResult(original=x, adversarial=adv, targets=targets, labels=labels_t, success=criterion.on(logits),
                         before=topk(model, clean_logits), after=topk(model, logits), linf=metrics.linf(delta),
                         l2=metrics.l2(delta), psnr=metrics.psnr(adv, x), ssim=metrics.ssim(adv, x),
-                        history=history, steps_run=steps_run, example_steps=example_steps, seconds=seconds,
-                        settings=settings)
+                        history=res.history, steps_run=res.steps_run, example_steps=res.example_steps,
+                        seconds=res.seconds, settings=settings)
+
+
+def _check_attack(*, eps: float, step_size: float | None, steps: int, restarts: int, loss: str
+                  ) -> tuple[float, float | None]:
+    """The numbers a person gives an attack: finite, in range (UserError otherwise)."""
+    positive("eps", eps, allow_zero=True)
+    positive("steps", steps)
+    positive("restarts", restarts)
+    if step_size is not None:
+        positive("step_size", step_size, allow_zero=eps == 0)
+    if loss not in LOSSES:
+        raise UserError(f"unknown loss {loss!r}; use one of {', '.join(LOSSES)}")
+    return finite("eps", eps), None if step_size is None else float(step_size)

@@ -1,6 +1,6 @@
 """DeepDream (Mordvintsev et al. 2015): amplify whatever a layer sees in an image, over octaves.
 
-Gradient ascent on the squared activations of one layer (:class:`robustlens.optim.objectives.LayerNorm`), each step
+Gradient ascent on the squared activations of one layer (:class:`robustlens.optim.objectives.ActivationEnergy`), each step
 normalised by the mean absolute gradient (:class:`robustlens.optim.threat.Unconstrained`), under random jitter.
 Octaves: start at the smallest scale of an image pyramid; after each octave the *detail* the dream added is
 upsampled onto the next, larger copy of the original; so large structures form first.
@@ -17,7 +17,7 @@ from torch import nn
 from robustlens.errors import UserError
 from robustlens.models.layers import resolve_layer
 from robustlens.optim.engine import optimize
-from robustlens.optim.objectives import LayerNorm
+from robustlens.optim.objectives import ActivationEnergy
 from robustlens.optim.threat import Unconstrained
 from robustlens.optim.transforms import jitter
 
@@ -92,7 +92,7 @@ def dream(
                                                                     align_corners=False, antialias=True)
         if detail.shape[-2:] != base.shape[-2:]:
             detail = F.interpolate(detail, size=size, mode="bilinear", align_corners=False)
-        res = optimize(model, (base + detail).clamp(0, 1), LayerNorm(layer), threat=Unconstrained(), steps=steps,
+        res = optimize(model, (base + detail).clamp(0, 1), ActivationEnergy(layer), threat=Unconstrained(), steps=steps,
                        step_size=step_size, transforms=jitter(max(1, round(jitter_pixels * size[0] / sizes[-1][0]))),
                        seed=seed + k, progress=progress, desc=f"dream octave {k + 1}/{octaves}")
         detail = res.x - base

@@ -13,9 +13,13 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from robustlens.checks import positive
+from robustlens.errors import UserError
 from robustlens.models.layers import get_activations, resolve_layer
 from robustlens.optim.engine import optimize
 from robustlens.optim.objectives import FeatureDistance, PerRow, TotalVariation
+from robustlens.optim.speed import Speed
+from robustlens.optim.steps import SCHEDULES, Adam
 from robustlens.optim.threat import Unconstrained
 
 
@@ -69,7 +73,7 @@ def invert(
     tv_weight: float = 0.0,
     seed: int = 0,
     progress: bool = True,
-    channels_last: bool | str | None = None,
+    speed: Speed | None = None,
 ) -> InversionResult:
     """Reconstruct ``image`` ((C,H,W) or (1,C,H,W) in [0,1]) from its features at each of ``layers``.
 
@@ -78,14 +82,17 @@ def invert(
     objective). One reconstruction per layer."""
     layers = list(layers)
     if not layers:
-        raise ValueError("give at least one layer")
-    if steps < 1:
-        raise ValueError(f"steps must be >= 1, got {steps}")
+        raise UserError("give at least one layer")
+    positive("steps", steps)
+    positive("lr", lr)
+    positive("tv_weight", tv_weight, allow_zero=True)
+    if schedule not in SCHEDULES:
+        raise UserError(f"schedule must be one of {', '.join(SCHEDULES)}, got {schedule!r}")
     for name in layers:
         resolve_layer(model, name)  # unknown names raise UserError with close matches
     ref_img = image.unsqueeze(0) if image.dim() == 3 else image
     if ref_img.shape[0] != 1:
-        raise ValueError(f"invert takes one image, got a batch of {ref_img.shape[0]}")
+        raise UserError(f"invert takes one image, got a batch of {ref_img.shape[0]}")
     ref_img = ref_img.detach()
     with torch.inference_mode():
         acts = get_activations(model, ref_img, list(dict.fromkeys(layers)))
@@ -98,8 +105,9 @@ def invert(
     if tv_weight:
         objective = objective + tv_weight * TotalVariation()
     start_distance = feature_distances(model, start, reference, layers)
-    res = optimize(model, start, objective, threat=Unconstrained(), steps=steps, step_size=lr, step_rule="adam",
-                   schedule=schedule, seed=seed, progress=progress, channels_last=channels_last, desc="invert")
+    res = optimize(model, start, objective, threat=Unconstrained(), steps=steps,
+                   rule=Adam(lr, schedule=SCHEDULES[schedule]()), seed=seed, progress=progress, speed=speed,
+                   desc="invert")
     distance = feature_distances(model, res.x, reference, layers)
     settings = {"layers": layers, "steps": steps, "lr": lr, "tv_weight": tv_weight, "seed": seed,
                 "start": "uniform noise", "step_rule": "adam", "schedule": schedule,

@@ -16,6 +16,7 @@ from robustlens.models.layers import get_activations, resolve_layer
 from robustlens.optim.engine import optimize
 from robustlens.optim.objectives import Channel, Objective, Outputs, as_objective
 from robustlens.optim.param import PARAMS, make_param
+from robustlens.optim.steps import Adam
 from robustlens.optim.threat import Unconstrained
 from robustlens.optim.transforms import standard
 
@@ -98,7 +99,7 @@ def visualize(
     device = next(model.parameters()).device
     gen = torch.Generator(device=device).manual_seed(int(seed))
     x0 = (0.5 + 0.05 * torch.randn(batch, 3, size, size, generator=gen, device=device)).clamp(0, 1)
-    res = optimize(model, x0, obj, threat=Unconstrained(), steps=steps, step_size=lr, step_rule="adam",
+    res = optimize(model, x0, obj, threat=Unconstrained(), steps=steps, rule=Adam(lr),
                    param=make_param(param, decorrelate=decorrelate), transforms=standard() if transforms else None,
                    seed=seed, progress=progress, desc="visualize")
     settings = {"objective": objective if isinstance(objective, str) else repr(obj), "param": param,

@@ -35,13 +35,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from robustlens.errors import UserError
-from robustlens.models.checkpoints import read_metadata, save_weights
-from robustlens.optim.steps import madry_step_size
+from robustlens.models.checkpoints import save_weights
+from robustlens.robust.checkpointing import load_checkpoint, save_checkpoint
 from robustlens.robust.distributed import Context, all_reduce_sum, barrier
+from robustlens.robust.methods import METHODS, Standard
 
-METHODS = ("standard", "pgd", "fast", "trades")
 SCHEDULES = ("onecycle", "cosine", "constant")
-CHECKPOINT_FORMAT = "robustlens-train-checkpoint/1"
 
 
 @dataclass(frozen=True)
@@ -81,13 +80,9 @@ class TrainConfig:
         if not (self.lr > 0 and 0 <= self.warmup < 1 and 0 <= self.eps_ramp <= 1):
             raise UserError("need lr > 0, 0 <= warmup < 1 and 0 <= eps_ramp <= 1")
 
-    def attack_steps(self) -> int:
-        return {"standard": 0, "pgd": self.steps, "fast": 1, "trades": self.steps}[self.method]
-
-    def attack_step_size(self, eps: float) -> float:
-        if self.step_size is not None:
-            return self.step_size
-        return {"pgd": madry_step_size(eps, self.steps), "fast": 1.25 * eps, "trades": eps / 4}.get(self.method, 0.0)
+    def training_method(self) -> Standard:
+        """The :mod:`robustlens.robust.methods` object for ``method``."""
+        return METHODS[self.method](norm=self.norm, steps=self.steps, step_size=self.step_size, beta=self.trades_beta)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -147,100 +142,6 @@ def augment(x: torch.Tensor, cfg: TrainConfig, gen: torch.Generator) -> torch.Te
     return x
 
 
-def _trades_adversary(model: nn.Module, x: torch.Tensor, cfg: TrainConfig, eps: float, seed: int) -> torch.Tensor:
-    """TRADES' inner maximisation: PGD on KL(p(x) ‖ p(x')) from x + 0.001·N(0, 1), via the engine."""
-    from robustlens.optim.engine import optimize
-    from robustlens.optim.objectives import Lambda
-    from robustlens.optim.threat import make_threat
-
-    with torch.no_grad():
-        p_clean = F.softmax(model(x), dim=1)
-    gen = torch.Generator(device=x.device).manual_seed(seed)
-    start = x + 0.001 * torch.randn(x.shape, generator=gen, device=x.device)
-
-    def neg_kl(out):
-        logp = F.log_softmax(out.logits, dim=1)
-        pc = out.rows(p_clean)
-        return -(pc * (pc.clamp_min(1e-12).log() - logp)).sum(1)
-
-    res = optimize(model, x, Lambda(neg_kl, name="-KL"), threat=make_threat(cfg.norm, eps), steps=cfg.steps,
-                   step_size=cfg.attack_step_size(eps), start=start, seed=seed, progress=False, history=False)
-    return res.x
-
-
-def _adversarial(model: nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: TrainConfig, eps: float,
-                 seed: int) -> torch.Tensor:
-    """The training inputs of one step (the clean batch for standard training)."""
-    from robustlens.recipes.attacks import pgd
-
-    if cfg.method == "standard":
-        return x
-    if cfg.method == "trades":
-        model.eval()
-        try:
-            return _trades_adversary(model, x, cfg, eps, seed)
-        finally:
-            model.train()
-    return pgd(model, x, y, norm=cfg.norm, eps=eps, step_size=cfg.attack_step_size(eps),
-               steps=cfg.attack_steps(), random_start=True, seed=seed)
-
-
-# --- checkpoints ------------------------------------------------------------------------------------------
-
-def _optimizer_tensors(opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict]:
-    sd = opt.state_dict()
-    tensors, scalars = {}, {}
-    for idx, st in sd["state"].items():
-        for name, v in st.items():
-            if isinstance(v, torch.Tensor):
-                tensors[f"optim.{idx}.{name}"] = v
-            else:
-                scalars[f"{idx}.{name}"] = v
-    return tensors, {"param_groups": sd["param_groups"], "scalars": scalars}
-
-
-def _restore_optimizer(opt: torch.optim.Optimizer, tensors: dict[str, torch.Tensor], meta: dict) -> None:
-    state: dict[int, dict] = {}
-    for key, v in tensors.items():
-        _, idx, name = key.split(".", 2)
-        state.setdefault(int(idx), {})[name] = v
-    for key, v in meta.get("scalars", {}).items():
-        idx, name = key.split(".", 1)
-        state.setdefault(int(idx), {})[name] = v
-    opt.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
-
-
-def save_checkpoint(path: Path, net: nn.Module, opt: torch.optim.Optimizer, meta: dict) -> Path:
-    """Write a training checkpoint (see the module docstring), atomically."""
-    tensors = {f"model.{k}": v for k, v in net.state_dict().items()}
-    opt_tensors, opt_meta = _optimizer_tensors(opt)
-    tensors.update(opt_tensors)
-    tensors["rng.torch"] = torch.get_rng_state()
-    return save_weights(tensors, path, {**meta, "format": CHECKPOINT_FORMAT, "optimizer": opt_meta})
-
-
-def load_checkpoint(path: Path, net: nn.Module, opt: torch.optim.Optimizer) -> dict:
-    """Restore weights, optimiser and RNG from a training checkpoint; returns its metadata."""
-    from safetensors.torch import load_file
-
-    from robustlens.models.checkpoints import load_into
-
-    meta = read_metadata(path)
-    if meta.get("format") != CHECKPOINT_FORMAT:
-        raise UserError(f"{path} is not a robustlens training checkpoint")
-    try:
-        tensors = load_file(str(path))
-    except Exception as e:  # safetensors raises its own error types
-        raise UserError(f"cannot read checkpoint {path}: {e}") from None
-    load_into(net, {k[6:]: v for k, v in tensors.items() if k.startswith("model.")}, source=str(path))
-    _restore_optimizer(opt, {k: v for k, v in tensors.items() if k.startswith("optim.")}, meta["optimizer"])
-    if "rng.torch" in tensors:
-        torch.set_rng_state(tensors["rng.torch"])
-    return meta
-
-
-# --- the loop ---------------------------------------------------------------------------------------------
-
 @dataclass
 class TrainResult:
     steps: int
@@ -288,123 +189,160 @@ def train(
     killed) after that many global steps, without the final files. Returns a summary; files in ``out``."""
     from tqdm.auto import tqdm
 
-    device = ctx.device
-    n = len(labels)
-    per_epoch = n // cfg.batch_size
-    if per_epoch < 1:
-        raise UserError(f"{n} training examples are fewer than one batch of {cfg.batch_size}")
-    if cfg.batch_size % ctx.world_size:
-        raise UserError(f"--batch-size {cfg.batch_size} must be divisible by the {ctx.world_size} processes")
-    total = per_epoch * cfg.epochs
-    net = model.net
-    model.to(device).train()
-    opt = torch.optim.SGD(net.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
-                          nesterov=cfg.momentum > 0)
-    out = Path(out)
-    if ctx.is_main:
-        out.mkdir(parents=True, exist_ok=True)
-    ckpt_path, log_path = out / "checkpoint.safetensors", out / "metrics.jsonl"
-    start, resumed_from = 0, None
-    if resume and ckpt_path.is_file():
-        meta = load_checkpoint(ckpt_path, net, opt)
-        saved = TrainConfig.from_dict(meta["train_config"])
-        if saved != cfg:
-            diff = {k: (v, getattr(cfg, k)) for k, v in saved.to_dict().items() if getattr(cfg, k) != v}
-            raise UserError(f"--resume: {ckpt_path} was written with other settings (saved vs now: {diff})")
-        if meta.get("num_examples") != n:
-            raise UserError(f"--resume: the checkpoint was trained on {meta.get('num_examples')} examples, not {n}")
-        start = resumed_from = int(meta["step"])
-        if ctx.is_main:
-            _truncate_log(log_path, start)
-    elif ctx.is_main and log_path.exists():
-        log_path.unlink()
-    model.to(device)
-    trainee = net
-    if ctx.distributed:
-        trainee = nn.parallel.DistributedDataParallel(net, device_ids=[device.index] if device.type == "cuda" else None)
+    run = _Training(model, images, labels, cfg, out=Path(out), ctx=ctx, val=val, val_robust=val_robust,
+                    log_every=log_every, checkpoint_every=checkpoint_every, extra_metadata=extra_metadata)
+    start = run.resume() if resume else run.fresh()
+    stop = run.total if max_steps is None else min(run.total, max_steps)
+    with tqdm(total=run.total, initial=start, desc=f"train ({cfg.method})",
+              disable=not (progress and ctx.is_main), dynamic_ncols=True) as bar:
+        while run.step < stop:
+            lr = run.train_step()
+            bar.update(1)
+            bar.set_postfix(loss=f"{float(run.running[0] / run.running[2]):.3f}",
+                            acc=f"{float(run.running[1] / run.running[2]):.3f}", lr=f"{lr:.3g}")
+            run.after_step(lr)
+    return run.finish(start)
 
-    base_meta = {"model": getattr(model, "name", type(net).__name__), "train_config": cfg.to_dict(),
-                 "num_examples": n, "steps_per_epoch": per_epoch, "total_steps": total,
-                 "world_size": ctx.world_size, **(extra_metadata or {})}
-    t0 = time.perf_counter()
-    bar = tqdm(total=total, initial=start, desc=f"train ({cfg.method})", disable=not (progress and ctx.is_main),
-               dynamic_ncols=True)
-    running = torch.zeros(3, dtype=torch.float64)  # loss sum, correct on the training inputs, count
-    epoch_running = torch.zeros(3, dtype=torch.float64)
-    if resumed_from is not None and ctx.is_main:  # saved summed over ranks: rank 0 carries them on
-        running = torch.tensor(meta.get("running", [0.0] * 3), dtype=torch.float64)
-        epoch_running = torch.tensor(meta.get("epoch_running", [0.0] * 3), dtype=torch.float64)
-    last_metrics: dict = {}
-    stop = total if max_steps is None else min(total, max_steps)
-    step = start
-    epoch = step // per_epoch
-    perm = epoch_permutation(n, cfg.seed, epoch)
-    while step < stop:
-        e, b = divmod(step, per_epoch)
-        if e != epoch:
-            epoch, perm = e, epoch_permutation(n, cfg.seed, e)
-        idx = perm[b * cfg.batch_size:(b + 1) * cfg.batch_size]
-        gen = torch.Generator().manual_seed(_seed(cfg.seed, 2, step))
-        x = augment(images[idx].float().div_(255.0), cfg, gen)[ctx.rank::ctx.world_size].to(device)
-        y = labels[idx][ctx.rank::ctx.world_size].to(device)
+
+class _Training:
+    """The state of one :func:`train` run: data, model, optimiser, counters; one method per phase."""
+
+    def __init__(self, model: nn.Module, images: torch.Tensor, labels: torch.Tensor, cfg: TrainConfig, *, out: Path,
+                 ctx: Context, val, val_robust: int, log_every: int, checkpoint_every: int,
+                 extra_metadata: dict | None):
+        self.model, self.images, self.labels, self.cfg, self.ctx = model, images, labels, cfg, ctx
+        self.val, self.val_robust, self.log_every, self.checkpoint_every = val, val_robust, log_every, checkpoint_every
+        self.method = cfg.training_method()
+        self.n = len(labels)
+        self.per_epoch = self.n // cfg.batch_size
+        if self.per_epoch < 1:
+            raise UserError(f"{self.n} training examples are fewer than one batch of {cfg.batch_size}")
+        if cfg.batch_size % ctx.world_size:
+            raise UserError(f"--batch-size {cfg.batch_size} must be divisible by the {ctx.world_size} processes")
+        self.total = self.per_epoch * cfg.epochs
+        self.net = model.net
+        model.to(ctx.device).train()
+        self.opt = torch.optim.SGD(self.net.parameters(), lr=cfg.lr, momentum=cfg.momentum,
+                                   weight_decay=cfg.weight_decay, nesterov=cfg.momentum > 0)
+        self.out = out
+        if ctx.is_main:
+            out.mkdir(parents=True, exist_ok=True)
+        self.ckpt_path, self.log_path = out / "checkpoint.safetensors", out / "metrics.jsonl"
+        self.base_meta = {"model": getattr(model, "name", type(self.net).__name__), "train_config": cfg.to_dict(),
+                          "num_examples": self.n, "steps_per_epoch": self.per_epoch, "total_steps": self.total,
+                          "world_size": ctx.world_size, **(extra_metadata or {})}
+        self.running = torch.zeros(3, dtype=torch.float64)  # loss sum, correct on the training inputs, count
+        self.epoch_running = torch.zeros(3, dtype=torch.float64)
+        self.last_metrics: dict = {}
+        self.step, self.resumed_from, self.eps = 0, None, cfg.eps
+        self._perm: tuple[int, torch.Tensor] = (-1, torch.empty(0, dtype=torch.long))
+        self.t0 = time.perf_counter()
+
+    def fresh(self) -> int:
+        if self.ctx.is_main and self.log_path.exists():
+            self.log_path.unlink()
+        self._wrap()
+        return 0
+
+    def resume(self) -> int:
+        """Continue from ``out/checkpoint.safetensors`` if there is one (same settings and data only)."""
+        if not self.ckpt_path.is_file():
+            return self.fresh()
+        meta = load_checkpoint(self.ckpt_path, self.net, self.opt)
+        saved = TrainConfig.from_dict(meta["train_config"])
+        if saved != self.cfg:
+            diff = {k: (v, getattr(self.cfg, k)) for k, v in saved.to_dict().items() if getattr(self.cfg, k) != v}
+            raise UserError(f"--resume: {self.ckpt_path} was written with other settings (saved vs now: {diff})")
+        if meta.get("num_examples") != self.n:
+            raise UserError(f"--resume: the checkpoint was trained on {meta.get('num_examples')} examples, "
+                            f"not {self.n}")
+        self.step = self.resumed_from = int(meta["step"])
+        if self.ctx.is_main:  # saved summed over ranks: rank 0 carries them on
+            _truncate_log(self.log_path, self.step)
+            self.running = torch.tensor(meta.get("running", [0.0] * 3), dtype=torch.float64)
+            self.epoch_running = torch.tensor(meta.get("epoch_running", [0.0] * 3), dtype=torch.float64)
+        self._wrap()
+        return self.step
+
+    def _wrap(self) -> None:
+        self.model.to(self.ctx.device)
+        self.trainee = self.net
+        if self.ctx.distributed:
+            device = self.ctx.device
+            self.trainee = nn.parallel.DistributedDataParallel(
+                self.net, device_ids=[device.index] if device.type == "cuda" else None)
+
+    def _batch(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """This rank's share of the (augmented) global batch of the current step."""
+        cfg, ctx = self.cfg, self.ctx
+        e, b = divmod(self.step, self.per_epoch)
+        if self._perm[0] != e:
+            self._perm = (e, epoch_permutation(self.n, cfg.seed, e))
+        idx = self._perm[1][b * cfg.batch_size:(b + 1) * cfg.batch_size]
+        gen = torch.Generator().manual_seed(_seed(cfg.seed, 2, self.step))
+        x = augment(self.images[idx].float().div_(255.0), cfg, gen)[ctx.rank::ctx.world_size].to(ctx.device)
+        return x, self.labels[idx][ctx.rank::ctx.world_size].to(ctx.device)
+
+    def train_step(self) -> float:
+        """One optimiser step; returns its learning rate."""
+        cfg, ctx, step = self.cfg, self.ctx, self.step
+        x, y = self._batch()
         torch.manual_seed(_seed(cfg.seed, 3, step, ctx.rank))
-        lr = learning_rate(cfg, step, total)
-        for g in opt.param_groups:
+        lr = learning_rate(cfg, step, self.total)
+        for g in self.opt.param_groups:
             g["lr"] = lr
-        eps = eps_at(cfg, step, total)
-        x_train = _adversarial(model, x, y, cfg, eps, _seed(cfg.seed, 4, step, ctx.rank))
-        if cfg.method == "trades":
-            logits_clean = trainee(model.normalize(x))
-            logits = trainee(model.normalize(x_train))
-            kl = F.kl_div(F.log_softmax(logits, 1), F.softmax(logits_clean, 1), reduction="batchmean")
-            loss = F.cross_entropy(logits_clean, y) + cfg.trades_beta * kl
-        else:
-            logits = trainee(model.normalize(x_train))
-            loss = F.cross_entropy(logits, y)
-        opt.zero_grad(set_to_none=True)
+        self.eps = eps_at(cfg, step, self.total)
+        x_train = self.method.inputs(self.model, x, y, self.eps, _seed(cfg.seed, 4, step, ctx.rank))
+        loss, logits = self.method.loss(self.trainee, self.model, x, x_train, y)
+        self.opt.zero_grad(set_to_none=True)
         loss.backward()
-        opt.step()
+        self.opt.step()
         with torch.no_grad():
             batch = torch.tensor([float(loss) * len(y), float((logits.argmax(1) == y).sum()), len(y)],
                                  dtype=torch.float64)
-            running += batch
-            epoch_running += batch
-        step += 1
-        bar.update(1)
-        bar.set_postfix(loss=f"{float(running[0] / running[2]):.3f}", acc=f"{float(running[1] / running[2]):.3f}",
-                        lr=f"{lr:.3g}")
-        epoch_end = step % per_epoch == 0
-        if (log_every and step % log_every == 0) or epoch_end:
-            tot = all_reduce_sum(epoch_running if epoch_end else running, ctx)
-            last_metrics = {"step": step, "epoch": step / per_epoch, "lr": lr, "eps": eps,
-                            "train_loss": float(tot[0] / tot[2]), "train_accuracy": float(tot[1] / tot[2]),
-                            "seconds": round(time.perf_counter() - t0, 2)}
-            running.zero_()
+            self.running += batch
+            self.epoch_running += batch
+        self.step += 1
+        return lr
+
+    def after_step(self, lr: float) -> None:
+        """Log (every ``log_every`` steps and at each epoch's end, with validation) and checkpoint."""
+        step, ctx = self.step, self.ctx
+        epoch_end = step % self.per_epoch == 0
+        if (self.log_every and step % self.log_every == 0) or epoch_end:
+            tot = all_reduce_sum(self.epoch_running if epoch_end else self.running, ctx)
+            self.last_metrics = {"step": step, "epoch": step / self.per_epoch, "lr": lr, "eps": self.eps,
+                                 "train_loss": float(tot[0] / tot[2]), "train_accuracy": float(tot[1] / tot[2]),
+                                 "seconds": round(time.perf_counter() - self.t0, 2)}
+            self.running.zero_()
             if epoch_end:
-                epoch_running.zero_()
-            if epoch_end and val is not None:
-                last_metrics.update(_validate(model, val, cfg, val_robust, ctx))
-                model.train()
+                self.epoch_running.zero_()
+            if epoch_end and self.val is not None:
+                self.last_metrics.update(_validate(self.model, self.val, self.cfg, self.val_robust, ctx))
+                self.model.train()
             if ctx.is_main:
-                _log(log_path, {**last_metrics, "kind": "epoch" if epoch_end else "step"})
-        if epoch_end or (checkpoint_every and step % checkpoint_every == 0):
-            sums = all_reduce_sum(running, ctx).tolist(), all_reduce_sum(epoch_running, ctx).tolist()
+                _log(self.log_path, {**self.last_metrics, "kind": "epoch" if epoch_end else "step"})
+        if epoch_end or (self.checkpoint_every and step % self.checkpoint_every == 0):
+            sums = all_reduce_sum(self.running, ctx).tolist(), all_reduce_sum(self.epoch_running, ctx).tolist()
             if ctx.is_main:
-                save_checkpoint(ckpt_path, net, opt, {**base_meta, "step": step, "epoch": step // per_epoch,
-                                                      "scheduler": {"step": step, "lr": lr}, "metrics": last_metrics,
-                                                      "running": sums[0], "epoch_running": sums[1]})
+                save_checkpoint(self.ckpt_path, self.net, self.opt,
+                                {**self.base_meta, "step": step, "epoch": step // self.per_epoch,
+                                 "scheduler": {"step": step, "lr": lr}, "metrics": self.last_metrics,
+                                 "running": sums[0], "epoch_running": sums[1]})
             barrier(ctx)
-    bar.close()
-    model.eval()
-    model_path = None
-    if step >= total and ctx.is_main:
-        model_path = save_weights(net.state_dict(), out / "model.safetensors",
-                                  {**base_meta, "format": "robustlens-weights/1", "metrics": last_metrics,
-                                   "preprocess": model.config.to_dict(),
-                                   "class_wnids": list(getattr(model, "class_wnids", []) or []) or None})
-    barrier(ctx)
-    return TrainResult(steps=step, epochs=step // per_epoch, seconds=time.perf_counter() - t0,
-                       resumed_from=resumed_from, final=last_metrics, model_path=model_path)
+
+    def finish(self, start: int) -> TrainResult:
+        """The final weights (``out/model.safetensors``) when every step ran."""
+        self.model.eval()
+        model_path = None
+        if self.step >= self.total and self.ctx.is_main:
+            model_path = save_weights(self.net.state_dict(), self.out / "model.safetensors",
+                                      {**self.base_meta, "format": "robustlens-weights/1",
+                                       "metrics": self.last_metrics, "preprocess": self.model.config.to_dict(),
+                                       "class_wnids": list(getattr(self.model, "class_wnids", []) or []) or None})
+        barrier(self.ctx)
+        return TrainResult(steps=self.step, epochs=self.step // self.per_epoch, seconds=time.perf_counter() - self.t0,
+                           resumed_from=self.resumed_from, final=self.last_metrics, model_path=model_path)
 
 
 def _validate(model: nn.Module, val: tuple[torch.Tensor, torch.Tensor], cfg: TrainConfig, val_robust: int,

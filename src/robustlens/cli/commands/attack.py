@@ -58,7 +58,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--steps", type=int, default=50, help="at most this many steps; stops at success (default 50)")
     p.add_argument("--restarts", type=int, default=1, help="random restarts (default 1)")
     p.add_argument("--random-start", action="store_true", help="start at a random point of the ε-ball")
-    p.add_argument("--loss", choices=LOSSES, default="logprob", help="attack loss (default logprob)")
+    p.add_argument("--loss", choices=LOSSES, default="ce",
+                   help="attack loss: ce (cross-entropy towards the target / away from the label; default) or cw")
     p.add_argument("--no-quantize", action="store_true", help="keep float pixels (the PNG may then differ)")
     add_optimisation_args(p, run, early_stop=True)
 
