@@ -12,7 +12,7 @@ from torch import nn
 
 from robustlens.cli.main import main
 from robustlens.optim.threat import make_threat
-from robustlens.robust.autoattack import APGDStep, dlr_loss, dlr_loss_targeted, square
+from robustlens.robust.autoattack import APGDStep, apgd_ce, dlr_loss, dlr_loss_targeted, square
 from robustlens.robust.autoattack.fab import project_hyperplane
 from robustlens.robust.autoattack.flags import from_counts
 from robustlens.robust.autoattack.runner import model_counts
@@ -102,6 +102,10 @@ def test_apgd_beats_or_equals_pgd_at_equal_steps():
     apgd = _drive(APGDStep(), model, x, y, threat, steps=20)
     pgd = _drive(SteepestStep(madry_step_size(0.3, 20)), model, x, y, threat, steps=20)
     assert int(apgd.sum()) >= int(pgd.sum()) and int(pgd.sum()) < len(y)
+    adv = apgd_ce(model, x, y, norm="linf", eps=0.3, steps=20, seed=0)  # the same rule on the engine
+    with torch.no_grad():
+        on_engine = model(adv).argmax(1) != y
+    assert int(on_engine.sum()) >= int(pgd.sum()) and bool(threat.contains(adv, x, tol=1e-6).all())
 
 
 # --- FAB's projection ----------------------------------------------------------------------------------------

@@ -26,8 +26,10 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from robustlens.optim.criteria import Untargeted
 from robustlens.optim.engine import optimize
-from robustlens.optim.objectives import CrossEntropy, Objective, Outputs
+from robustlens.optim.objectives import LogProb, Objective
+from robustlens.optim.starts import RandomInThreat
 from robustlens.optim.threat import ThreatModel, make_threat
 from robustlens.robust.autoattack.losses import DLR, TargetedDLR
 
@@ -103,23 +105,14 @@ class APGDStep:
         return f"APGDStep(rho={self.rho:g}, momentum={self.momentum:g})"
 
 
-def misclassified(labels: torch.Tensor):
-    """``success_fn``: top-1 ≠ label (APGD-T too counts any misclassification as a success)."""
-    labels = torch.as_tensor(labels, dtype=torch.long).reshape(-1)
-
-    def success(out: Outputs) -> torch.Tensor:
-        return out.logits.argmax(1) != out.rows(labels.to(out.logits.device))
-
-    return success
-
-
 def run_apgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, objective: Objective, *, threat: ThreatModel,
              steps: int, restarts: int, seed: int, rho: float = 0.75) -> torch.Tensor:
-    """APGD on the engine minimising ``objective`` from a random start in the ball; returns (N,C,H,W): each
-    example's first misclassified iterate, else its lowest-loss one."""
-    res = optimize(model, x, objective, threat=threat, steps=steps, step_rule=APGDStep(rho=rho),
-                   start="random", restarts=restarts, early_stop=True, success_fn=misclassified(y), seed=seed,
-                   progress=False, history=False, desc="apgd")
+    """APGD on the engine minimising ``objective`` from a random start in the ball; success is any
+    misclassification (APGD-T's too). Returns (N,C,H,W): each example's first misclassified iterate, else its
+    lowest-loss one."""
+    res = optimize(model, x, objective, steps=steps, threat=threat, rule=APGDStep(rho=rho), start=RandomInThreat(),
+                   restarts=restarts, criterion=Untargeted(y), early_stop=True, seed=seed, progress=False,
+                   history=False, desc="apgd")
     return res.x
 
 
@@ -127,7 +120,7 @@ def apgd_ce(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, norm: str = "
             steps: int = 100, restarts: int = 1, seed: int = 0, loss: str = "ce") -> torch.Tensor:
     """Untargeted APGD on cross-entropy (``loss="ce"``) or DLR (``"dlr"``); ``x`` (N,C,H,W) in [0,1],
     ``y`` (N,) labels, ``eps`` in pixel units. Returns adversarial candidates (N,C,H,W)."""
-    objective = CrossEntropy(y) if loss == "ce" else DLR(y)
+    objective = LogProb(y) if loss == "ce" else DLR(y)  # log p(y) = −CE: minimised
     return run_apgd(model, x, y, objective, threat=make_threat(norm, eps), steps=steps, restarts=restarts,
                     seed=seed)
 

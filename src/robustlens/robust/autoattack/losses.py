@@ -60,7 +60,7 @@ class TargetedDLR(Objective):
 
     def __call__(self, out: Outputs) -> torch.Tensor:
         dev = out.logits.device
-        return -dlr_loss_targeted(out.logits, out.rows(self.labels.to(dev)), out.rows(self.targets.to(dev)))
+        return -dlr_loss_targeted(out.logits, out.select(self.labels.to(dev)), out.select(self.targets.to(dev)))
 
     def __repr__(self) -> str:
         return "TargetedDLR"
