@@ -255,3 +255,20 @@ def test_torchrun_two_processes_give_the_counts_of_one(capsys):
     for key in ("n", "clean_correct", "robust_correct", "breakdown", "per_example", "flags"):
         assert double[key] == single[key], key
     assert single["robust_correct"]["0.2"] <= single["robust_correct"]["0.1"] < single["clean_correct"]
+
+
+def test_summary_takes_the_worst_case_over_smaller_eps_and_flags_non_monotone_accuracy():
+    from robustlens.robust.autoattack.evaluation import _summarise
+    from robustlens.robust.distributed import Context
+
+    # codes: 1 robust, 2 misclassified clean, 3 + j broken by attack j; columns are examples
+    codes = torch.tensor([[1, 2, 3, 4, 1], [1, 2, 1, 1, 4]], dtype=torch.float64)
+    counts = {"correct": 4, "zero_grad": 0, "probabilities": 0, "nondeterministic": 0, "large_tried": 0,
+              "large_robust": 0}
+    r = _summarise(codes, counts, eps=[0.1, 0.2], names=["apgd-ce", "square"], norm="linf", training=False,
+                   seconds=0.0, ctx=Context(), dataset=[], manifest={})
+    assert r.clean_correct == 4 and r.raw_robust == [2, 3]
+    assert r.broken_by[0] == [None, "clean", "apgd-ce@0.1", "square@0.1", None]
+    assert r.broken_by[1] == [None, "clean", "apgd-ce@0.1", "square@0.1", "square@0.2"]
+    assert r.robust_after == [{"apgd-ce": 3, "square": 2}, {"apgd-ce": 2, "square": 1}]
+    assert {f.code for f in r.flags} == {"not_monotone_in_eps", "square_beats_white_box"}
