@@ -243,7 +243,7 @@ def test_torchrun_two_processes_give_the_counts_of_one(capsys):
     import subprocess
     import sys
 
-    cmd = _cli("--attack", "square", "--eps", "0.1,0.2", "--queries", "30", "--limit", "40", "--batch-size", "10")
+    cmd = _cli("--attack", "square", "--eps", "0.2,0.3", "--queries", "60", "--limit", "40", "--batch-size", "10")
     assert main(cmd) == 0
     single = json.loads(capsys.readouterr().out)
     proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
@@ -254,7 +254,7 @@ def test_torchrun_two_processes_give_the_counts_of_one(capsys):
     assert double["processes"] == 2 and single["processes"] == 1
     for key in ("n", "clean_correct", "robust_correct", "breakdown", "per_example", "flags"):
         assert double[key] == single[key], key
-    assert single["robust_correct"]["0.2"] <= single["robust_correct"]["0.1"] < single["clean_correct"]
+    assert single["robust_correct"]["0.3"] <= single["robust_correct"]["0.2"] and single["robust_correct"]["0.3"] < 40
 
 
 def test_summary_takes_the_worst_case_over_smaller_eps_and_flags_non_monotone_accuracy():
