@@ -31,7 +31,7 @@ KINDS = ("clntrained", "advtrained")
 def command(kind: str, limit: int | None, batch_size: int) -> list[str]:
     weights = require(SHARED / "models" / f"advertorch_mnist_lenet5_{kind}.pt")
     data = require(SHARED / "data" / "mnist")
-    cmd = ["evaluate", "--model", "mnist_lenet5", "--weights", str(weights), "--data", f"mnist:{data}",
+    cmd = ["evaluate", "--attack", "pgd", "--model", "mnist_lenet5", "--weights", str(weights), "--data", f"mnist:{data}",
            "--norm", "linf", "--eps", "0.3", "--steps", "40", "--step-size", "0.01", "--json",
            "--batch-size", str(batch_size), "--no-progress"]
     return cmd + (["--limit", str(limit)] if limit else [])

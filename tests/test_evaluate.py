@@ -66,7 +66,8 @@ def _mnist_cmd(*extra: str) -> list[str]:
     weights = shared_path("models", "advertorch_mnist_lenet5_clntrained.pt")
     data = shared_path("data", "mnist")
     return ["evaluate", "--model", "mnist_lenet5", "--weights", str(weights), "--data", f"mnist:{data}",
-            "--norm", "linf", "--eps", "0.05,0.1", "--steps", "10", "--step-size", "0.01", "--limit", "300",
+            "--attack", "pgd", "--norm", "linf", "--eps", "0.05,0.1", "--steps", "10", "--step-size", "0.01",
+            "--limit", "300",
             "--batch-size", "50", "--json", "--no-progress", *extra]
 
 

@@ -153,7 +153,9 @@ def _classes(c: int | torch.Tensor) -> torch.Tensor:
     return torch.as_tensor(c, dtype=torch.long).reshape(-1)
 
 
-class _ClassObjective(Objective):
+class ClassObjective(Objective):
+    """Base of the objectives about one class per example (``classes``: (N,) or one for all)."""
+
     def __init__(self, classes: int | torch.Tensor):
         self.classes = _classes(classes)
 
@@ -164,7 +166,7 @@ class _ClassObjective(Objective):
         return F.log_softmax(out.logits.float(), dim=1).gather(1, self._rows(out)[:, None]).squeeze(1)
 
 
-class NegLogProb(_ClassObjective):
+class NegLogProb(ClassObjective):
     """loss = −log p(c | x) = CE(x, c): minimising it pushes class c up (targeted attacks; the problem set's
     objective). Reports ``target_prob``."""
 
@@ -178,7 +180,7 @@ class NegLogProb(_ClassObjective):
         return "NegLogProb"
 
 
-class LogProb(_ClassObjective):
+class LogProb(ClassObjective):
     """loss = +log p(c | x) = −CE(x, c): minimising it pushes class c down (untargeted attacks move away from
     the label). Reports ``label_prob``."""
 
@@ -192,7 +194,7 @@ class LogProb(_ClassObjective):
         return "LogProb"
 
 
-class CWMargin(_ClassObjective):
+class CWMargin(ClassObjective):
     """Carlini-Wagner margin on logits, floored at −κ. Targeted: max_{j≠t} z_j − z_t; untargeted:
     z_y − max_{j≠y} z_j. Negative once the attack succeeds."""
 

@@ -1,4 +1,5 @@
-"""`robustlens evaluate`: clean and PGD robust accuracy of a model on a dataset, for one or several ε."""
+"""`robustlens evaluate`: clean and robust accuracy of a model on a dataset, for one or several ε, under
+AutoAttack (default), one of its attacks, or PGD."""
 
 from __future__ import annotations
 
@@ -8,13 +9,16 @@ from robustlens.checks import count, positive, vacuous_eps
 from robustlens.cli.common import (
     add_model_args,
     add_output_args,
+    add_speed_args,
     device_of,
     emit,
     number,
     prepare_out,
+    speed_from_args,
     warn,
     write_json,
 )
+from robustlens.errors import UserError
 
 
 def eps_list(text: str) -> list[float]:
@@ -35,25 +39,36 @@ def eps_list(text: str) -> list[float]:
     return values
 
 
+ATTACK_CHOICES = ("autoattack", "apgd-ce", "apgd-dlr", "apgd-t", "fab-t", "square", "pgd")
+
+
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
-        "evaluate", help="clean and robust (PGD) accuracy on a dataset",
-        description="Clean accuracy and robust accuracy under untargeted PGD (random start) for each --eps, on "
-                    "a labelled dataset; a plot of accuracy against eps with --out. Under "
-                    "`torchrun --nproc_per_node=K -m robustlens evaluate ...` each process takes every K-th batch "
-                    "and the counts are summed: the same numbers as one process.")
+        "evaluate", help="clean and robust accuracy on a dataset (AutoAttack by default, or PGD)",
+        description="Clean accuracy and robust accuracy for each --eps on a labelled dataset. Default: AutoAttack "
+                    "(--version standard: APGD-CE, APGD-T, FAB-T, Square; each attack only on the examples still "
+                    "robust; robust = every attack fails), with the accuracy after each attack, which attack broke "
+                    "each example, and warning flags for evaluations gradient masking may fool. --attack pgd: "
+                    "untargeted PGD (random start), fast. Under `torchrun --nproc_per_node=K -m robustlens "
+                    "evaluate ...` each process takes every K-th batch: the same numbers as one process.")
     add_model_args(p)
     p.add_argument("--data", required=True, help="folder:PATH, nips17:PATH, list:FILE or mnist:PATH")
+    p.add_argument("--attack", default="autoattack", choices=ATTACK_CHOICES,
+                   help="autoattack (default), one of its attacks alone, or pgd")
+    p.add_argument("--version", default="standard", choices=["standard", "plus", "rand"],
+                   help="AutoAttack version (default standard; plus: restarts; rand: for randomised models)")
     p.add_argument("--norm", default="linf", choices=["linf", "l2", "l1"], help="threat model (default linf)")
     p.add_argument("--eps", type=eps_list, help="comma-separated radii in [0,1] pixel units (default 8/255 for "
                                                  "linf, 0.5 for l2, 10 for l1)")
-    p.add_argument("--steps", type=int, default=10, help="PGD steps (default 10)")
+    p.add_argument("--steps", type=int, help="gradient steps (default: 10 for PGD; 100 for APGD and FAB)")
     p.add_argument("--step-size", type=number, help="PGD step (default 2.5*eps/steps per eps)")
-    p.add_argument("--restarts", type=int, default=1, help="random restarts (default 1)")
+    p.add_argument("--restarts", type=int, help="random restarts of PGD / APGD-CE (default: 1, plus: 5)")
+    p.add_argument("--queries", type=int, help="Square attack queries (default 5000)")
     p.add_argument("--limit", type=int, help="evaluate this many examples, spread evenly over the dataset")
     p.add_argument("--batch-size", type=int, default=100, help="batch size; results depend on it (default 100)")
     p.add_argument("--workers", type=int, default=0, help="DataLoader workers decoding images (default 0)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_speed_args(p)
     add_output_args(p)
     p.set_defaults(run=run)
 
@@ -61,20 +76,29 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 DEFAULT_EPS = {"linf": 8 / 255, "l2": 0.5, "l1": 10.0}
 
 
-def run(args: argparse.Namespace) -> int:
-    from robustlens.models import create_model
-    from robustlens.robust import distributed
-    from robustlens.robust.datasets import open_dataset, parse_data_spec
-    from robustlens.robust.evaluate import evaluate_robustness, plot_accuracy_vs_eps
-
-    eps = args.eps or [DEFAULT_EPS[args.norm]]
-    for name in ("steps", "restarts", "batch_size", "limit"):
+def _check(args: argparse.Namespace) -> None:
+    for name in ("steps", "restarts", "queries", "batch_size", "limit"):
         count(f"--{name.replace('_', '-')}", getattr(args, name))
     positive("--step-size", args.step_size)
     count("--workers", args.workers, minimum=0)
+    if args.norm == "l1" and args.attack in ("autoattack", "fab-t", "square"):
+        raise UserError(f"--attack {args.attack} supports --norm linf and l2 (APGD alone and PGD also l1)")
+
+
+def run(args: argparse.Namespace) -> int:
+    with speed_from_args(args):
+        return _run(args)
+
+
+def _run(args: argparse.Namespace) -> int:
+    from robustlens.models import create_model
+    from robustlens.robust import distributed
+    from robustlens.robust.datasets import open_dataset, parse_data_spec
+
+    _check(args)
+    eps = args.eps or [DEFAULT_EPS[args.norm]]
     spec = parse_data_spec(args.data)
-    device = device_of(args)
-    ctx = distributed.init(device)
+    ctx = distributed.init(device_of(args))
     try:
         model = create_model(args.model, args.weights, seed=args.seed).to(ctx.device)
         dataset = open_dataset(spec, model, limit=args.limit)
@@ -82,24 +106,54 @@ def run(args: argparse.Namespace) -> int:
         notes = [n for e in eps for n in (warn(vacuous_eps(args.norm, e, (c.channels, c.input_size, c.input_size)))
                                           if ctx.is_main else [])]
         out = prepare_out(args.out) if ctx.is_main else None
-        result = evaluate_robustness(model, dataset, norm=args.norm, eps=eps, steps=args.steps,
-                                     step_size=args.step_size, restarts=args.restarts, batch_size=args.batch_size,
-                                     seed=args.seed, workers=args.workers, ctx=ctx,
-                                     progress=not args.no_progress)
+        evaluate = _pgd if args.attack == "pgd" else _autoattack
+        summary, lines = evaluate(args, model, dataset, eps, ctx, out)
         if not ctx.is_main:
             return 0
-        summary = {**model.describe(), "data": str(spec), **result.to_dict(), "notes": notes}
+        summary = {**model.describe(), "data": str(spec), **summary, "notes": notes}
+        head = [f"{model.name} ({model.weights}) on {spec}: n={summary['n']}"
+                + (f" ({summary['skipped']} images of other classes skipped)" if summary["skipped"] else "")]
         if out:
-            summary["figures"] = [plot_accuracy_vs_eps({model.name: result}, out / "accuracy_vs_eps.png").name]
             write_json(summary, out / "result.json")
-        lines = [f"{model.name} ({model.weights}) on {spec}: n={result.n}"
-                 + (f" ({result.skipped} images of other classes skipped)" if result.skipped else ""),
-                 f"  clean accuracy  {result.clean_accuracy:.4f}"]
-        lines += [f"  robust accuracy {acc:.4f}  ({result.norm} eps={e:g}, PGD-{result.steps})"
-                  for e, acc in result.robust_accuracy.items()]
-        if out:
             lines.append(f"figure and result.json in {args.out}")
-        emit(summary, args, "\n".join(lines))
+        emit(summary, args, "\n".join(head + lines))
         return 0
     finally:
         distributed.shutdown(ctx)
+
+
+def _pgd(args, model, dataset, eps, ctx, out) -> tuple[dict, list[str]]:
+    from robustlens.robust.evaluate import evaluate_robustness, plot_accuracy_vs_eps
+
+    result = evaluate_robustness(model, dataset, norm=args.norm, eps=eps, steps=args.steps or 10,
+                                 step_size=args.step_size, restarts=args.restarts or 1, batch_size=args.batch_size,
+                                 seed=args.seed, workers=args.workers, ctx=ctx, progress=not args.no_progress)
+    summary = result.to_dict()
+    if out:
+        summary["figures"] = [plot_accuracy_vs_eps({model.name: result}, out / "accuracy_vs_eps.png").name]
+    lines = [f"  clean accuracy  {result.clean_accuracy:.4f}"]
+    lines += [f"  robust accuracy {acc:.4f}  ({result.norm} eps={e:g}, PGD-{result.steps})"
+              for e, acc in result.robust_accuracy.items()]
+    return summary, lines
+
+
+def _autoattack(args, model, dataset, eps, ctx, out) -> tuple[dict, list[str]]:
+    from robustlens.robust.autoattack.evaluation import evaluate_autoattack, plot_breakdown
+
+    overrides = {k: getattr(args, k) for k in ("steps", "restarts", "queries") if getattr(args, k) is not None}
+    try:
+        result = evaluate_autoattack(model, dataset, norm=args.norm, eps=eps, attack=args.attack,
+                                     version=args.version, overrides=overrides, batch_size=args.batch_size,
+                                     seed=args.seed, workers=args.workers, ctx=ctx, progress=not args.no_progress)
+    except ValueError as e:
+        raise UserError(str(e)) from None
+    summary = result.to_dict()
+    if out:
+        summary["figures"] = [plot_breakdown(result, out / "robust_accuracy_after_each_attack.png").name]
+    n = max(result.n, 1)
+    lines = [f"  clean accuracy  {result.clean_correct / n:.4f}"]
+    for e, ra, raw in zip(result.eps, result.robust_after, result.raw_robust):
+        steps = ", ".join(f"{a} {c / n:.4f}" for a, c in ra.items())
+        lines.append(f"  robust accuracy {ra[result.attacks[-1]] / n:.4f}  ({args.norm} eps={e:g}; after {steps})")
+    lines += [f"  WARNING [{f.code}] {f.message}" for f in result.flags]
+    return summary, lines
