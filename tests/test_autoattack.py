@@ -7,7 +7,7 @@ import json
 
 import pytest
 import torch
-from conftest import shared_path
+from tests.conftest import shared_path
 from torch import nn
 
 from robustlens.cli.main import main

@@ -16,20 +16,12 @@ from torch import nn
 
 from robustlens.models._registry import register_model
 from robustlens.models.classifier import Classifier
-from robustlens.models.small import CIFAR10_CLASSES, CIFAR_CONFIG, _build
+from robustlens.models.small import CIFAR10_CLASSES, CIFAR_CONFIG, PreActBlock, build_small
 
 
-class RBPreActBlock(nn.Module):
-    """BN-ReLU-conv3×3(stride)-BN-ReLU-conv3×3 plus the raw input (or its 1×1 projection ``shortcut.0``)."""
-
-    def __init__(self, cin: int, cout: int, stride: int):
-        super().__init__()
-        self.bn1 = nn.BatchNorm2d(cin)
-        self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
-        self.bn2 = nn.BatchNorm2d(cout)
-        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
-        if stride != 1 or cin != cout:
-            self.shortcut = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False))
+class RBPreActBlock(PreActBlock):
+    """:class:`~robustlens.models.small.PreActBlock` (same modules, same keys) whose shortcut takes the raw input
+    rather than the pre-activated one, as RobustBench's PreActResNet-18 computes it."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         skip = self.shortcut(x) if hasattr(self, "shortcut") else x
@@ -114,12 +106,12 @@ class WideResNet(nn.Module):
 @register_model("cifar_wrn28_10", "CIFAR-10 WideResNet-28-10 (TRADES/RobustBench layout, with sub_block1), 32px, [0,1]",
                 default_weights="none")
 def cifar_wrn28_10(weights: str, seed: int) -> Classifier:
-    return _build("cifar_wrn28_10", lambda: WideResNet(28, 10, sub_block1=True), CIFAR_CONFIG, weights, seed,
+    return build_small("cifar_wrn28_10", lambda: WideResNet(28, 10, sub_block1=True), CIFAR_CONFIG, weights, seed,
                   class_names=CIFAR10_CLASSES)
 
 
 @register_model("cifar_preactresnet18_rb", "CIFAR-10 PreAct ResNet-18 as RobustBench defines it (Wong2020Fast), "
                 "32px, [0,1]", default_weights="none")
 def cifar_preactresnet18_rb(weights: str, seed: int) -> Classifier:
-    return _build("cifar_preactresnet18_rb", RBPreActResNet18, CIFAR_CONFIG, weights, seed,
+    return build_small("cifar_preactresnet18_rb", RBPreActResNet18, CIFAR_CONFIG, weights, seed,
                   class_names=CIFAR10_CLASSES)

@@ -5,7 +5,7 @@ Module names follow the layouts of the published checkpoints, so their state dic
 
 - ``mnist_lenet5``: advertorch's LeNet-5 (``conv1``, ``conv2``, ``linear1``, ``linear2``; 3×3 convolutions);
 - ``mnist_smallcnn``: TRADES' SmallCNN (``feature_extractor.conv1..4``, ``classifier.fc1..3``);
-- ``cifar_preactresnet18``: the PreAct ResNet-18 of fast adversarial training / RobustBench (``conv1``,
+- ``cifar_preactresnet18``: a PreAct ResNet-18 with RobustBench's key names (``conv1``,
   ``layer1..4`` of ``PreActBlock`` with ``shortcut.0``, ``bn``, ``linear``);
 - ``imagenette_resnet_robust`` / ``imagenette_resnet_standard``: :class:`ImagenetteResNet` trained by this
   project (see ``docs/models.md``); ``imagenette_resnet``: the same architecture, random init by default.
@@ -202,7 +202,7 @@ def project_weights(name: str) -> Path:
 
 # --- registration -----------------------------------------------------------------------------------------
 
-def _build(name: str, make, config: PreprocessConfig, weights: str, seed: int, *, class_names=None,
+def build_small(name: str, make, config: PreprocessConfig, weights: str, seed: int, *, class_names=None,
            class_wnids=None) -> Classifier:
     net = seeded_init(seed, make)
     desc = f"none (random init, seed {seed})"
@@ -219,31 +219,31 @@ def _build(name: str, make, config: PreprocessConfig, weights: str, seed: int, *
 
 @register_model("mnist_lenet5", "MNIST LeNet-5 (advertorch layout), 28px grey, [0,1] inputs", default_weights="none")
 def mnist_lenet5(weights: str, seed: int) -> Classifier:
-    return _build("mnist_lenet5", LeNet5, MNIST_CONFIG, weights, seed, class_names=DIGITS)
+    return build_small("mnist_lenet5", LeNet5, MNIST_CONFIG, weights, seed, class_names=DIGITS)
 
 
 @register_model("mnist_smallcnn", "MNIST SmallCNN (TRADES layout), 28px grey, [0,1] inputs", default_weights="none")
 def mnist_smallcnn(weights: str, seed: int) -> Classifier:
-    return _build("mnist_smallcnn", SmallCNN, MNIST_CONFIG, weights, seed, class_names=DIGITS)
+    return build_small("mnist_smallcnn", SmallCNN, MNIST_CONFIG, weights, seed, class_names=DIGITS)
 
 
-@register_model("cifar_preactresnet18", "CIFAR-10 PreAct ResNet-18 (fast-AT/RobustBench layout), 32px, [0,1]",
+@register_model("cifar_preactresnet18", "CIFAR-10 PreAct ResNet-18 (RobustBench key names; shortcut on the pre-activated input: RobustBench's own computation is cifar_preactresnet18_rb), 32px, [0,1]",
                 default_weights="none")
 def cifar_preactresnet18(weights: str, seed: int) -> Classifier:
-    return _build("cifar_preactresnet18", PreActResNet18, CIFAR_CONFIG, weights, seed, class_names=CIFAR10_CLASSES)
+    return build_small("cifar_preactresnet18", PreActResNet18, CIFAR_CONFIG, weights, seed, class_names=CIFAR10_CLASSES)
 
 
 @register_model("imagenette_resnet", "Imagenette small ResNet, 64px, 10 classes (random init by default)",
                 default_weights="none")
 def imagenette_resnet(weights: str, seed: int) -> Classifier:
-    return _build("imagenette_resnet", ImagenetteResNet, IMAGENETTE_CONFIG, weights, seed,
+    return build_small("imagenette_resnet", ImagenetteResNet, IMAGENETTE_CONFIG, weights, seed,
                   class_wnids=IMAGENETTE_WNIDS)
 
 
 def _register_project_model(name: str, description: str) -> None:
     def builder(weights: str, seed: int) -> Classifier:
         path = str(project_weights(name)) if weights == "project" else weights
-        return _build(name, ImagenetteResNet, IMAGENETTE_CONFIG, path, seed, class_wnids=IMAGENETTE_WNIDS)
+        return build_small(name, ImagenetteResNet, IMAGENETTE_CONFIG, path, seed, class_wnids=IMAGENETTE_WNIDS)
 
     register_model(name, description, default_weights="project")(builder)
 
