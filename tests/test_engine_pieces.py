@@ -126,7 +126,7 @@ def test_active_set_compaction_policy():
     assert carried.stop(torch.tensor([False, True, False, False])) is not None and carried.index.tolist() == [2, 3]
 
 
-def test_prepare_freezes_and_restores_and_its_exact_pass_is_the_model():
+def test_prepare_freezes_and_restores_and_its_exact_pass_is_float32():
     model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 6 * 6, 3))
     model.eval()
     x = torch.rand(2, 3, 8, 8)
@@ -135,7 +135,7 @@ def test_prepare_freezes_and_restores_and_its_exact_pass_is_the_model():
         assert net.net is not model  # the BatchNorm-folded private copy
         with torch.no_grad():
             assert torch.allclose(net.forward(x), model(x), atol=1e-5)
-            assert torch.equal(net.exact(x), model(x))
+            assert net.exact(x).dtype == torch.float32 and torch.allclose(net.exact(x), model(x), atol=1e-5)
     assert all(p.requires_grad for p in model.parameters())
     assert all(p.is_contiguous() for p in model.parameters())
 
@@ -191,3 +191,18 @@ def test_l2_returned_images_are_in_the_ball():
                    criterion=Targeted(torch.arange(4)), early_stop=True, output=EightBit(threat), progress=False)
     assert bool(threat.contains(res.x, x0).all()) and torch.equal(res.x * 255, torch.round(res.x * 255))
     assert not math.isnan(float(res.loss.sum()))
+
+
+def test_a_provisional_best_that_fails_gives_way_to_the_earlier_exact_success():
+    x0 = torch.zeros(2, 1)
+    best = BestIterates(x0)
+    rows, no = torch.arange(2), torch.zeros(2, dtype=torch.bool)
+    yes = torch.ones(2, dtype=torch.bool)
+    best.update(rows, torch.ones(2, 1), torch.tensor([1.0, 1.0]), yes, yes, no)  # exact successes
+    best.keep_fallback(rows)
+    best.update(rows, torch.full((2, 1), 2.0), torch.tensor([0.5, 0.5]), yes, no, no)  # provisional, lower loss
+    assert best.x[:, 0].tolist() == [2.0, 2.0] and not bool(best.exact.any())
+    best.replace(rows, torch.full((2, 1), 2.0), torch.tensor([0.5, 0.7]), torch.tensor([True, False]))
+    best.restore_fallback(rows[~best.success[rows]])
+    assert best.x[:, 0].tolist() == [2.0, 1.0] and best.loss.tolist() == [0.5, 1.0]
+    assert bool(best.success.all()) and bool(best.exact.all())

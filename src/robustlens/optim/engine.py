@@ -16,7 +16,7 @@ Guarantees:
   and keeps its own best iterate: a successful iterate beats an unsuccessful one, then lower loss wins;
 - every success that counts is an *exact* verdict: when the fast pass is not exact (bf16 autocast) or the
   returned image differs from the iterate (``output``, e.g. 8-bit rounding inside the ball), each iterate the
-  fast pass calls successful is judged again on its returned form, in float32, by the model itself — early
+  fast pass calls successful is judged again on its returned form, in float32 without autocast — early
   stop and the choice of the best iterate use that verdict only;
 - with ``early_stop``, an example leaves the batch at its first (exact) success;
 - randomness (random starts, transforms) comes from one ``torch.Generator`` seeded with ``seed``: the global
@@ -262,9 +262,14 @@ class _Run:
             return self.objective(out).float().clone(), self._success(out).clone()
 
     def _judge(self, ev: _Evaluated, active: ActiveSet, x0a: torch.Tensor) -> None:
-        """Replace, in ``ev``, the fast verdict of every row that would become its example's best by the exact
-        verdict on its returned form."""
-        rows = self.best.candidates(active.index, ev.loss, ev.success, active.frozen).nonzero().squeeze(1)
+        """Replace, in ``ev``, the fast verdict of every row that would become its example's *first* successful
+        best by the exact verdict on its returned form. A row that already has an exact success and improves on
+        it is provisional: its exact success is kept as the fallback, and :meth:`finish` judges it once."""
+        cand = self.best.candidates(active.index, ev.loss, ev.success, active.frozen)
+        had = self.best.success[active.index]
+        if bool((cand & had).any()):
+            self.best.keep_fallback(active.index[cand & had])
+        rows = (cand & ~had).nonzero().squeeze(1)
         if len(rows) == 0:
             return
         img = ev.img[rows] if self.output is None else self.output(ev.img[rows], x0a[rows])
@@ -298,8 +303,9 @@ class _Run:
 
     def finish(self) -> None:
         """Give every best iterate its returned form, and (without early stop, where it costs one pass) its
-        exact verdict. With early stop an example that never reached an exact success keeps its fast-pass loss
-        and is not successful."""
+        exact verdict; a provisional best that fails it gives way to its example's earlier exact success. With
+        early stop an example that never reached an exact success keeps its fast-pass loss and is not
+        successful."""
         rows = (~self.best.exact).nonzero().squeeze(1)
         if len(rows) == 0:
             return
@@ -311,6 +317,7 @@ class _Run:
             return
         loss, success = self._exact(x, rows)
         self.best.replace(rows, x, loss, success if self.criterion is not None else None)
+        self.best.restore_fallback(rows[~self.best.success[rows]])
 
 
 @contextlib.contextmanager

@@ -8,7 +8,7 @@ Within ``with prepare(model, x0, settings, hooks=...) as net:``
   the convolutions when no hooks are needed (``settings.fold_bn``), channels-last weights and inputs
   (``settings.channels_last``), bf16 autocast where measured safe (``settings.precision``), optionally
   ``torch.compile`` (``settings.compile``);
-- ``net.exact(x)`` runs the model itself in float32 — the pass that decides what counts;
+- ``net.exact(x)`` runs the same network in float32 without autocast — the pass that decides what counts;
 - the model's train/eval mode is left as it is, and its memory format is restored on exit.
 """
 
@@ -53,9 +53,9 @@ class PreparedModel:
             return self.net(x.contiguous(memory_format=self.fmt)).float()
 
     def exact(self, x: torch.Tensor) -> torch.Tensor:
-        """Logits (N, K) of the model itself in float32, on a contiguous input: what a user's own forward
-        pass of the returned image gives."""
-        return self.model(x.contiguous()).float()
+        """Logits (N, K) in float32, without autocast: the fast network (the model, or its BatchNorm-folded
+        copy: the same function up to float rounding) — the pass whose verdicts count."""
+        return self.net(x.contiguous(memory_format=self.fmt)).float()
 
     @property
     def fast_is_exact(self) -> bool:

@@ -30,6 +30,7 @@ class BestIterates:
         self.loss = torch.full((n,), float("inf"), device=device)
         self.success = torch.zeros(n, dtype=torch.bool, device=device)
         self.exact = torch.ones(n, dtype=torch.bool, device=device)
+        self._fallback: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None  # x, loss, present
 
     def update(self, rows: torch.Tensor, img: torch.Tensor, loss: torch.Tensor, success: torch.Tensor,
                exact: torch.Tensor, frozen: torch.Tensor) -> None:
@@ -54,6 +55,24 @@ class BestIterates:
         self.x[rows], self.loss[rows], self.exact[rows] = x.to(self.x.dtype), loss.float(), True
         if success is not None:
             self.success[rows] = success
+
+
+    def keep_fallback(self, rows: torch.Tensor) -> None:
+        """Before ``rows`` take a provisional best: keep each one's current best as its fallback when it is an
+        exact success (a provisional best leaves the fallback as it was)."""
+        if self._fallback is None:
+            self._fallback = (self.x.clone(), self.loss.clone(), torch.zeros_like(self.success))
+        fx, floss, present = self._fallback
+        keep = rows[self.exact[rows] & self.success[rows]]
+        fx[keep], floss[keep], present[keep] = self.x[keep], self.loss[keep], True
+
+    def restore_fallback(self, rows: torch.Tensor) -> None:
+        """``rows`` whose provisional best failed the exact verdict go back to their fallback, if they have one."""
+        if self._fallback is None or len(rows) == 0:
+            return
+        fx, floss, present = self._fallback
+        back = rows[present[rows]]
+        self.x[back], self.loss[back], self.success[back], self.exact[back] = fx[back], floss[back], True, True
 
 
 class ActiveSet:
