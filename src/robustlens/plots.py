@@ -23,6 +23,15 @@ def amplified(delta: torch.Tensor) -> tuple[torch.Tensor, float]:
     return (0.5 + factor * delta.detach()).clamp(0, 1), factor
 
 
+def save_figure(fig, path: str | Path, *, dpi: int | None = None, rect: tuple | None = None) -> Path:
+    """Lay out ``fig`` (``tight_layout``, within ``rect`` if given), write it to ``path`` and close it."""
+    fig.tight_layout(**({"rect": rect} if rect is not None else {}))
+    p = Path(path)
+    fig.savefig(p, **({"dpi": dpi} if dpi is not None else {}))
+    plt.close(fig)
+    return p
+
+
 def _short(name: str, n: int = 28) -> str:
     return name if len(name) <= n else name[: n - 1] + "…"
 
@@ -42,11 +51,7 @@ def plot_topk(preds: Sequence[Prediction], path: str | Path, *, value: str = "pr
     for i, v in enumerate(vals):
         ax.text(v, len(vals) - 1 - i, f" {v:.3f}" if value == "prob" else f" {v:.2f}", va="center", fontsize=8)
     ax.set_title(title or f"top-{len(preds)} {'probabilities' if value == 'prob' else 'logits'}")
-    fig.tight_layout()
-    p = Path(path)
-    fig.savefig(p)
-    plt.close(fig)
-    return p
+    return save_figure(fig, path)
 
 
 def image_grid(images: Sequence[torch.Tensor], titles: Sequence[str], path: str | Path, *, ncols: int | None = None,
@@ -65,11 +70,7 @@ def image_grid(images: Sequence[torch.Tensor], titles: Sequence[str], path: str 
         ax.set_title(t, fontsize=9)
     if suptitle:
         fig.suptitle(suptitle)
-    fig.tight_layout()
-    p = Path(path)
-    fig.savefig(p)
-    plt.close(fig)
-    return p
+    return save_figure(fig, path)
 
 
 def plot_curves(series: dict[str, Sequence[float]], path: str | Path, *, xlabel: str = "step", ylabel: str = "",
@@ -87,8 +88,4 @@ def plot_curves(series: dict[str, Sequence[float]], path: str | Path, *, xlabel:
     if len(series) > 1:
         ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
-    fig.tight_layout()
-    p = Path(path)
-    fig.savefig(p)
-    plt.close(fig)
-    return p
+    return save_figure(fig, path)

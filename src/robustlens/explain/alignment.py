@@ -80,6 +80,8 @@ def _plot(x: torch.Tensor, maps: dict[str, torch.Tensor], path: Path, stats: dic
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from robustlens.plots import save_figure
+
     rows = [("image", None), ("Sobel edges", clip_normalise(sobel_edges(x)))]
     rows += [(f"{k} |saliency|\nρ={stats['models'][k]['spearman']['mean']:.2f} "
               f"cos={stats['models'][k]['cosine']['mean']:.2f}", clip_normalise(m))
@@ -97,7 +99,4 @@ def _plot(x: torch.Tensor, maps: dict[str, torch.Tensor], path: Path, stats: dic
         axes[r, 0].set_ylabel(label, fontsize=7)
     fig.suptitle("|saliency| vs the image's Sobel edges (means over all images; ρ: Spearman with the edges, "
                  "cos: |cosine| of gradient and centred image)", fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=100)

@@ -157,6 +157,8 @@ def plot_sanity(res: SanityResult, path: str | Path, *, title: str = "") -> Path
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from robustlens.plots import save_figure
+
     fig, axes = plt.subplots(1, 2, figsize=(12, 5.6))
     xs = np.arange(len(res.stages))
     for ax, table, label in ((axes[0], res.spearman, "Spearman rank correlation (|map|)"), (axes[1], res.ssim, "SSIM")):
@@ -176,8 +178,4 @@ def plot_sanity(res: SanityResult, path: str | Path, *, title: str = "") -> Path
     fig.legend(handles, labels, loc="lower center", ncol=4, fontsize=7)
     if title:
         fig.suptitle(title, fontsize=9)
-    fig.tight_layout(rect=(0, 0.2, 1, 1))
-    path = Path(path)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=100, rect=(0, 0.2, 1, 1))

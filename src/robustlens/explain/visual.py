@@ -60,6 +60,8 @@ def plot_grid(rows: Sequence[tuple[str, torch.Tensor, dict[str, torch.Tensor]]],
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from robustlens.plots import save_figure
+
     entries = [(label, image, method, m) for label, image, maps in rows for method, m in maps.items()]
     fig, axes = plt.subplots(len(entries), len(styles) + 1, figsize=(2.2 * (len(styles) + 1), 2.2 * len(entries)),
                              squeeze=False)
@@ -75,8 +77,4 @@ def plot_grid(rows: Sequence[tuple[str, torch.Tensor, dict[str, torch.Tensor]]],
         ax.set_yticks([])
     if title:
         fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=100)

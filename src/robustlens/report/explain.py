@@ -48,6 +48,8 @@ def _plot(rows: list[tuple[str, torch.Tensor, dict[str, torch.Tensor]]], path: P
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from robustlens.plots import save_figure
+
     cols = 1 + max(len(m) for _, _, m in rows)
     fig, axes = plt.subplots(len(rows), cols, figsize=(2.1 * cols, 2.3 * len(rows)), squeeze=False)
     for r, (label, image, maps) in enumerate(rows):
@@ -64,10 +66,7 @@ def _plot(rows: list[tuple[str, torch.Tensor, dict[str, torch.Tensor]]], path: P
         ax.set_xticks([])
         ax.set_yticks([])
     fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=100)
 
 
 def _maps(ctx: ReportContext, model: Classifier, x: torch.Tensor, target: int | None) -> tuple[dict, dict]:

@@ -130,7 +130,7 @@ def plot_comparison(runs: Sequence[ModelRun], path: str | Path, *, title: str = 
     """One row per model: input, adversarial image (with the model's and the other models' verdicts), the
     perturbation (amplified), then one inversion per layer."""
     from robustlens.images import to_uint8
-    from robustlens.plots import amplified, plt
+    from robustlens.plots import amplified, plt, save_figure
 
     n_inv = max((len(r.inversion.layers) if r.inversion is not None else 0) for r in runs)
     cols = 3 + n_inv
@@ -165,11 +165,7 @@ def plot_comparison(runs: Sequence[ModelRun], path: str | Path, *, title: str = 
                      f"inverted from {layer}\nrel. feature dist {float(run.inversion.distance[k]):.2f}")
     if title:
         fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    p = Path(path)
-    fig.savefig(p)
-    plt.close(fig)
-    return p
+    return save_figure(fig, path)
 
 
 def _to_pil(x: torch.Tensor) -> Image.Image:

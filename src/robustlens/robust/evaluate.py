@@ -180,7 +180,7 @@ def clean_accuracy(model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
 
 def plot_accuracy_vs_eps(results: dict[str, RobustnessResult], path: str | Path, *, title: str = "") -> Path:
     """One line per named result: accuracy (clean at ε=0, then robust) against ε."""
-    from robustlens.plots import plt
+    from robustlens.plots import plt, save_figure
 
     fig, ax = plt.subplots(figsize=(6, 4), dpi=100)
     for name, r in results.items():
@@ -195,8 +195,4 @@ def plot_accuracy_vs_eps(results: dict[str, RobustnessResult], path: str | Path,
     ax.set_title(title or f"PGD-{first.steps} robust accuracy (n={first.n})")
     if len(results) > 1:
         ax.legend(fontsize=8)
-    fig.tight_layout()
-    p = Path(path)
-    fig.savefig(p)
-    plt.close(fig)
-    return p
+    return save_figure(fig, path)

@@ -169,7 +169,7 @@ def _position(code: str | None, e: float, names: list[str]) -> float:
 
 def plot_breakdown(result: AutoAttackEvaluation, path) -> Path:
     """Robust accuracy after each attack (one line per ε), clean accuracy first."""
-    from robustlens.plots import plt
+    from robustlens.plots import plt, save_figure
 
     n = max(result.n, 1)
     fig, ax = plt.subplots(figsize=(6, 4), dpi=100)
@@ -183,8 +183,4 @@ def plot_breakdown(result: AutoAttackEvaluation, path) -> Path:
     ax.set_title(f"{result.manifest['attack']} ({result.manifest['version']}, {result.manifest['norm']}), "
                  f"n={result.n}")
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    p = Path(path)
-    fig.savefig(p)
-    plt.close(fig)
-    return p
+    return save_figure(fig, path)
