@@ -6,6 +6,7 @@ import importlib.util
 import socket
 import urllib.request
 from html.parser import HTMLParser
+from pathlib import Path
 
 import pytest
 
@@ -121,3 +122,20 @@ def test_missing_robust_model_is_a_clear_error(tmp_path, monkeypatch):
     monkeypatch.setenv("ROBUSTLENS_MODELS", str(tmp_path))
     with pytest.raises(UserError, match="imagenette_resnet_robust"):
         run_attack(ModelBank(), example_image("chelsea"), "robust", "0 tench", "l2", "1", 2)
+
+
+def test_identical_output_images_go_to_gradio_as_distinct_png_files(tmp_path):
+    """Gradio rewrites a returned PIL image in place under its content hash, so two requests with the same
+    output raced (one client read a truncated body in CI); the app hands it unique PNG paths instead."""
+    import numpy as np
+    from PIL import Image
+
+    from robustlens.app.server import _PngSink
+
+    sink = _PngSink(keep=3)
+    im = Image.new("RGB", (8, 8), (10, 20, 30))
+    a, (b, caption), rest = sink((im, (im, "x"), {"k": 1}))
+    assert isinstance(a, str) and a != b and caption == "x" and rest == {"k": 1}
+    assert np.array_equal(np.asarray(Image.open(a)), np.asarray(im))  # lossless
+    paths = [sink(im) for _ in range(4)]
+    assert not Path(a).exists() and all(Path(p).exists() for p in paths[-3:])  # keeps the newest `keep`

@@ -15,6 +15,8 @@ import os
 import sys
 import tempfile
 import traceback
+import uuid
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -201,14 +203,49 @@ def _examples_dir() -> Path:
     return folder
 
 
+class _PngSink:
+    """Hands the app's output images to Gradio as PNG files with unique names.
+
+    Gradio caches a returned PIL image under the hash of its bytes and writes it in place, so two requests that
+    produce the same image (two seeds that both end at the clean image, say) rewrite one file while the first
+    is being downloaded, and the client gets a truncated body. A file path is copied into Gradio's cache under a
+    temporary name and renamed, which is safe; the sink keeps the newest ``keep`` files and deletes older ones."""
+
+    def __init__(self, keep: int = 256):
+        self.keep, self.paths, self.folder = keep, deque[Path](), None
+
+    def __call__(self, value):
+        if isinstance(value, Image.Image):
+            return self.save(value)
+        if isinstance(value, tuple):
+            return tuple(self(v) for v in value)
+        if isinstance(value, list):
+            return [self(v) for v in value]
+        return value
+
+    def save(self, image: Image.Image) -> str:
+        if self.folder is None or not self.folder.is_dir():
+            self.folder = Path(tempfile.mkdtemp(prefix="robustlens-app-out-"))
+        path = self.folder / f"{uuid.uuid4().hex}.png"
+        image.save(path, format="PNG")
+        self.paths.append(path)
+        while len(self.paths) > self.keep:
+            self.paths.popleft().unlink(missing_ok=True)
+        return str(path)
+
+
+_png_sink = _PngSink()
+
+
 def _guard(fn: Callable):
     """Turn a UserError into a Gradio error box (one line, no traceback); any other failure also becomes one
-    line in the page (its traceback goes to the server's stderr) and leaves the server ready for the next one."""
+    line in the page (its traceback goes to the server's stderr) and leaves the server ready for the next one.
+    Output images go to Gradio as PNG files (:class:`_PngSink`)."""
     import gradio as gr
 
     def wrapped(*args, **kwargs):
         try:
-            return fn(*args, **kwargs)
+            return _png_sink(fn(*args, **kwargs))
         except UserError as e:
             raise gr.Error(str(e)) from None
         except Exception as e:  # a bug must not take the page down with it: say so, log it, serve on
