@@ -182,6 +182,15 @@ class ImagenetteResNet(nn.Module):
 IMAGENETTE_CONFIG = PreprocessConfig(input_size=IMAGENETTE_SIZE, resize_size=IMAGENETTE_SIZE,
                                      interpolation="bilinear", mean=IMAGENET_MEAN, std=IMAGENET_STD,
                                      notes="Imagenette 10 classes (sorted wnids), whole image resized to 64 px")
+IMAGENETTE128_CONFIG = PreprocessConfig(input_size=128, resize_size=128, interpolation="bilinear",
+                                        mean=IMAGENET_MEAN, std=IMAGENET_STD,
+                                        notes="Imagenette 10 classes (sorted wnids), whole image resized to 128 px")
+IMAGENETTE128_WIDTHS = (24, 48, 96, 192)  # 0.69 M parameters; at 128 px layer4 is 8×8
+
+
+def imagenette128_net() -> ImagenetteResNet:
+    """The 128 px pair's architecture: :class:`ImagenetteResNet` with widths :data:`IMAGENETTE128_WIDTHS`."""
+    return ImagenetteResNet(widths=IMAGENETTE128_WIDTHS)
 
 
 def models_dir() -> Path:
@@ -237,13 +246,21 @@ def cifar_preactresnet18(weights: str, seed: int) -> Classifier:
                 default_weights="none")
 def imagenette_resnet(weights: str, seed: int) -> Classifier:
     return build_small("imagenette_resnet", ImagenetteResNet, IMAGENETTE_CONFIG, weights, seed,
-                  class_wnids=IMAGENETTE_WNIDS)
+                       class_wnids=IMAGENETTE_WNIDS)
 
 
-def _register_project_model(name: str, description: str) -> None:
+@register_model("imagenette128_resnet", "Imagenette ResNet (widths 24-192), 128px, 10 classes (random init by "
+                "default)", default_weights="none")
+def imagenette128_resnet(weights: str, seed: int) -> Classifier:
+    return build_small("imagenette128_resnet", imagenette128_net, IMAGENETTE128_CONFIG, weights, seed,
+                       class_wnids=IMAGENETTE_WNIDS)
+
+
+def _register_project_model(name: str, description: str, make=ImagenetteResNet,
+                            config: PreprocessConfig = IMAGENETTE_CONFIG) -> None:
     def builder(weights: str, seed: int) -> Classifier:
         path = str(project_weights(name)) if weights == "project" else weights
-        return build_small(name, ImagenetteResNet, IMAGENETTE_CONFIG, path, seed, class_wnids=IMAGENETTE_WNIDS)
+        return build_small(name, make, config, path, seed, class_wnids=IMAGENETTE_WNIDS)
 
     register_model(name, description, default_weights="project")(builder)
 
@@ -252,3 +269,9 @@ _register_project_model("imagenette_resnet_robust",
                         "Imagenette small ResNet, 64px, L2 adversarially trained (eps 1.0) by this project")
 _register_project_model("imagenette_resnet_standard",
                         "Imagenette small ResNet, 64px, standard training by this project")
+_register_project_model("imagenette128_resnet_robust",
+                        "Imagenette ResNet (24-192), 128px, L2 adversarially trained (eps 1.5) by this project",
+                        imagenette128_net, IMAGENETTE128_CONFIG)
+_register_project_model("imagenette128_resnet_standard",
+                        "Imagenette ResNet (24-192), 128px, standard training by this project",
+                        imagenette128_net, IMAGENETTE128_CONFIG)

@@ -37,6 +37,7 @@ from torch import nn
 from robustlens.checks import count, finite_all, positive
 from robustlens.errors import UserError
 from robustlens.models.checkpoints import save_weights
+from robustlens.optim.speed import channels_last_model, use_channels_last
 from robustlens.robust.checkpointing import load_checkpoint, save_checkpoint
 from robustlens.robust.distributed import Context, all_reduce_sum, barrier
 from robustlens.robust.methods import METHODS, Standard
@@ -201,8 +202,9 @@ def train(
                     log_every=log_every, checkpoint_every=checkpoint_every, extra_metadata=extra_metadata)
     start = run.resume() if resume else run.fresh()
     stop = run.total if max_steps is None else min(run.total, max_steps)
-    with tqdm(total=run.total, initial=start, desc=f"train ({cfg.method})",
-              disable=not (progress and ctx.is_main), dynamic_ncols=True) as bar:
+    with channels_last_model(run.net, run.channels_last), \
+            tqdm(total=run.total, initial=start, desc=f"train ({cfg.method})",
+                 disable=not (progress and ctx.is_main), dynamic_ncols=True) as bar:
         while run.step < stop:
             lr = run.train_step()
             bar.update(1)
@@ -230,6 +232,9 @@ class _Training:
         self.total = self.per_epoch * cfg.epochs
         self.net = model.net
         model.to(ctx.device).train()
+        # NHWC on the CPU for image-sized inputs (the engine's "auto" rule): ~1.2-1.4x faster train steps of the
+        # Imagenette ResNets at 64-128 px with one thread; the weights are saved in the usual layout
+        self.channels_last = use_channels_last(self.net, images[:1].to(ctx.device), "auto")
         self.opt = torch.optim.SGD(self.net.parameters(), lr=cfg.lr, momentum=cfg.momentum,
                                    weight_decay=cfg.weight_decay, nesterov=cfg.momentum > 0)
         self.out = out
@@ -289,6 +294,8 @@ class _Training:
         idx = self._perm[1][b * cfg.batch_size:(b + 1) * cfg.batch_size]
         gen = torch.Generator().manual_seed(_seed(cfg.seed, 2, self.step))
         x = augment(self.images[idx].float().div_(255.0), cfg, gen)[ctx.rank::ctx.world_size].to(ctx.device)
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
         return x, self.labels[idx][ctx.rank::ctx.world_size].to(ctx.device)
 
     def train_step(self) -> float:

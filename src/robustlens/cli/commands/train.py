@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 from pathlib import Path
 
 from robustlens.checks import count
@@ -29,6 +30,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--val-robust", type=int, default=0, metavar="N",
                    help="also PGD-10 robust accuracy at the training eps on N validation images (default 0)")
     p.add_argument("--limit", type=int, help="use this many training examples (spread over the dataset)")
+    p.add_argument("--input-size", type=int, metavar="PX",
+                   help="train at this image size instead of the model's own (progressive resizing: a first run "
+                        "at a smaller size, then --weights OUT/model.safetensors at the full size)")
     p.add_argument("--val-limit", type=int, help="use this many validation examples")
     g = p.add_argument_group("method")
     g.add_argument("--method", default="standard", choices=["standard", "pgd", "fast", "trades"],
@@ -62,7 +66,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def _check_counts(args: argparse.Namespace) -> None:
-    for name, minimum in (("limit", 1), ("val_limit", 1), ("val_robust", 0), ("workers", 0), ("threads", 1),
+    for name, minimum in (("limit", 1), ("input_size", 8), ("val_limit", 1), ("val_robust", 0), ("workers", 0), ("threads", 1),
                           ("checkpoint_every", 0), ("log_every", 1), ("crop_padding", 0)):
         count(f"--{name.replace('_', '-')}", getattr(args, name), minimum=minimum)
 
@@ -88,6 +92,10 @@ def run(args: argparse.Namespace) -> int:
     ctx = distributed.init(device_of(args))
     try:
         model = create_model(args.model, args.weights, seed=args.seed)
+        if args.input_size:
+            model.config = dataclasses.replace(model.config, input_size=args.input_size,
+                                               resize_size=max(args.input_size, round(args.input_size
+                                                               * model.config.resize_size / model.config.input_size)))
         train_set = open_dataset(data, model, limit=args.limit)
         val_set = open_dataset(val_spec, model, limit=args.val_limit) if val_spec else None
         if ctx.is_main:
