@@ -26,7 +26,7 @@ from PIL import Image
 
 from robustlens.checks import parse_number
 from robustlens.errors import UserError
-from robustlens.models import DEFAULT_MODEL, Classifier
+from robustlens.models import DEFAULT_MODEL, DEFAULT_ROBUST_MODEL, Classifier
 from robustlens.models.cache import ModelCache
 from robustlens.models.layers import default_inversion_layers
 from robustlens.models.preprocess import to_batch
@@ -106,7 +106,7 @@ class ModelBank:
     kept in one :class:`robustlens.models.cache.ModelCache` (the one the report uses)."""
 
     standard: tuple[str, str | None] = (DEFAULT_MODEL, None)
-    robust: tuple[str, str | None] = ("imagenette_resnet_robust", None)
+    robust: tuple[str, str | None] = (DEFAULT_ROBUST_MODEL, None)
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     models: ModelCache = field(init=False)
 

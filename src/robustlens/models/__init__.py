@@ -9,10 +9,10 @@ from robustlens.models import lite, published, robustbench_nets, small  # noqa: 
 from robustlens.models.checkpoints import load_weights, save_weights
 from robustlens.models.classifier import Classifier, SubsetClassifier
 from robustlens.models.classify import Prediction, classify, output2prob, topk
-from robustlens.models.factory import DEFAULT_MODEL, create_model, list_models
+from robustlens.models.factory import DEFAULT_MODEL, DEFAULT_ROBUST_MODEL, create_model, list_models
 from robustlens.models.labels import resolve_class
 from robustlens.models.layers import get_activations, layer_table
 
-__all__ = ["DEFAULT_MODEL", "Classifier", "Prediction", "SubsetClassifier", "classify", "create_model",
-           "get_activations", "layer_table", "list_models", "load_weights", "output2prob", "resolve_class",
+__all__ = ["DEFAULT_MODEL", "DEFAULT_ROBUST_MODEL", "Classifier", "Prediction", "SubsetClassifier", "classify",
+           "create_model", "get_activations", "layer_table", "list_models", "load_weights", "output2prob", "resolve_class",
            "save_weights", "topk"]

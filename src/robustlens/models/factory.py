@@ -15,6 +15,9 @@ from robustlens.models.timm_models import build_timm, timm_available, timm_has
 from robustlens.models.torchvision_models import build_torchvision, torchvision_names
 
 DEFAULT_MODEL = "efficientnet_lite0"
+# The robust model of Problem 4(e)(f), the comparisons and synthesis; its standard counterpart is
+# robustlens.models.counterparts.standard_for(DEFAULT_ROBUST_MODEL).
+DEFAULT_ROBUST_MODEL = "imagenette_resnet_robust"
 
 
 def list_models(include_torchvision: bool = True) -> list[dict]:

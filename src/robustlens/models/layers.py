@@ -98,6 +98,7 @@ def last_linear(model: nn.Module) -> tuple[str, nn.Linear]:
 _INVERSION_LAYERS = {
     "efficientnet_lite": ("_blocks.2", "_blocks.7", "_conv_head"),
     "imagenette_resnet": ("layer2", "layer3", "layer4"),
+    "imagenette128_resnet": ("layer2", "layer3", "layer4"),
     "resnet": ("layer1", "layer3", "layer4"),
 }
 _NOT_FEATURE_MAPS = ("ReLU", "ReLU6", "SiLU", "ZeroPad2d", "Identity")

@@ -14,6 +14,7 @@ cache), one module per topic (:mod:`.reference` Problems 1 and 3, :mod:`.problem
 :mod:`.html` (the page).
 """
 
+from robustlens.models import DEFAULT_ROBUST_MODEL
 from robustlens.plots import amplified
 from robustlens.report.blocks import (
     Equations,
@@ -34,7 +35,6 @@ from robustlens.report.build import (
     example_label,
 )
 from robustlens.report.context import (
-    DEFAULT_ROBUST_MODEL,
     TARANTULA,
     TIGER_CAT,
     ReportContext,

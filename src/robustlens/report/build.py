@@ -19,12 +19,12 @@ from PIL import Image
 from robustlens._version import version
 from robustlens.errors import UserError
 from robustlens.images import load_pil
-from robustlens.models import DEFAULT_MODEL, Classifier
+from robustlens.models import DEFAULT_MODEL, DEFAULT_ROBUST_MODEL, Classifier
 from robustlens.models.layers import resolve_layer
 from robustlens.optim import speed
 from robustlens.report.attacks import section_problem4_attacks, section_problem4_difference
 from robustlens.report.blocks import Section
-from robustlens.report.context import DEFAULT_ROBUST_MODEL, ReportContext, ReportSettings
+from robustlens.report.context import ReportContext, ReportSettings
 from robustlens.report.dream import section_dream
 from robustlens.report.explain import section_explain
 from robustlens.report.inversion import section_problem4_inversion

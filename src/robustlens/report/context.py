@@ -21,7 +21,6 @@ from robustlens.plots import plot_topk
 from robustlens.report.blocks import safe_file_name
 
 TARANTULA, TIGER_CAT = 76, 282
-DEFAULT_ROBUST_MODEL = "imagenette_resnet_robust"
 
 
 @dataclass(frozen=True)

@@ -7,12 +7,12 @@ import torch
 from PIL import Image
 
 from robustlens.errors import UserError
-from robustlens.models import Classifier
+from robustlens.models import DEFAULT_ROBUST_MODEL, Classifier
 from robustlens.models.layers import default_inversion_layers
 from robustlens.plots import amplified
 from robustlens.report.attacks import attack_blocks, run_attack
 from robustlens.report.blocks import Note, Section, Table, Text, figures, safe_file_name, strip_history
-from robustlens.report.context import DEFAULT_ROBUST_MODEL, ReportContext
+from robustlens.report.context import ReportContext
 
 
 def robust_pair(ctx: ReportContext) -> tuple[Classifier, Classifier] | str:

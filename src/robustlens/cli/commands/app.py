@@ -8,7 +8,7 @@ import sys
 
 from robustlens.cli.common import device_of
 from robustlens.errors import UserError
-from robustlens.models import DEFAULT_MODEL
+from robustlens.models import DEFAULT_MODEL, DEFAULT_ROBUST_MODEL
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -22,8 +22,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port (default {DEFAULT_PORT})")
     p.add_argument("--model", default=DEFAULT_MODEL, help=f"the standard model (default {DEFAULT_MODEL})")
     p.add_argument("--weights", default=None, help="weights of --model (default: its own)")
-    p.add_argument("--robust-model", default="imagenette_resnet_robust",
-                   help="the robust model (default imagenette_resnet_robust)")
+    p.add_argument("--robust-model", default=DEFAULT_ROBUST_MODEL,
+                   help=f"the robust model (default {DEFAULT_ROBUST_MODEL})")
     p.add_argument("--robust-weights", default=None, help="weights of --robust-model (default: its own)")
     p.add_argument("--device", default="auto", help="cpu, cuda or auto (default: cuda when available)")
     p.set_defaults(run=run)

@@ -2,7 +2,7 @@
 
 Tasks: ``generate`` (class-conditional samples from seeds fitted to ``--data``), ``inpaint``, ``superres``,
 ``translate``, ``sketch``, ``paint``. Defaults are the published settings scaled to the model's input size
-(see :mod:`robustlens.recipes.synthesis.tasks`); the default model is ``imagenette_resnet_robust``.
+(see :mod:`robustlens.recipes.synthesis.tasks`); the default model is ``robustlens.models.DEFAULT_ROBUST_MODEL``.
 
 Writes (with ``--out``): ``synthesis.png`` (starts above results), ``start_<i>.png`` and ``result_<i>.png``
 per row, and ``result.json``.
@@ -28,6 +28,7 @@ from robustlens.cli.common import (
 )
 from robustlens.errors import UserError
 from robustlens.images import load_pil, pil_to_tensor, save_image
+from robustlens.models import DEFAULT_ROBUST_MODEL
 from robustlens.models.labels import resolve_class
 from robustlens.models.layers import resolve_layer
 from robustlens.optim.objectives import parse_channel
@@ -36,7 +37,6 @@ from robustlens.recipes.synthesis.figures import comparison_figure
 from robustlens.recipes.synthesis.objectives import check_masks
 from robustlens.robust.datasets import parse_data_spec
 
-DEFAULT_MODEL = "imagenette_resnet_robust"
 TASKS = {"generate": "class-conditional samples from Gaussian seeds fitted to --data",
          "inpaint": "fill a masked region so the image stays its class",
          "superres": "super-resolve images downsampled xFACTOR",
@@ -58,7 +58,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         g.add_argument("--step-size", type=number, default=None, help="L2 step in pixel units")
         g.add_argument("--steps", type=int, default=None, help="PGD steps")
         add_optimisation_args(t, _runner(name))
-        t.set_defaults(model=DEFAULT_MODEL)
+        t.set_defaults(model=DEFAULT_ROBUST_MODEL)
 
 
 def _runner(name: str):
