@@ -51,6 +51,9 @@ def machine() -> dict:
     info = {"cpu": cpu, "cores": os.cpu_count(), "isa": isa, "torch": torch.__version__,
             "threads": torch.get_num_threads(), "interop_threads": torch.get_num_interop_threads(),
             "python": platform.python_version(), "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY")}
+    runtime_env = sys.modules.get("robustlens.runtime_env")
+    info["glibc_thresholds_raised"] = bool(runtime_env and runtime_env.allocator_tuned) or any(
+        k in os.environ for k in ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_"))  # for every library here
     if hasattr(os, "getloadavg"):
         info["load_average_at_start"] = [round(v, 2) for v in os.getloadavg()]
     if torch.cuda.is_available():

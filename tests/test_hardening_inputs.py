@@ -6,7 +6,9 @@ from __future__ import annotations
 import io
 import os
 import pickle
+import platform
 import struct
+import sys
 import zlib
 from pathlib import Path
 
@@ -304,3 +306,32 @@ def test_wait_policy_default(code, env, expected):
     out = subprocess.run([sys.executable, "-c", code + "; import os; print(os.environ.get('OMP_WAIT_POLICY', 'unset'))"],
                          env={**base, **env}, capture_output=True, text=True, timeout=120)
     assert out.stdout.strip() == expected, out.stderr
+
+
+_MMAPPED = """
+import ctypes
+class Info(ctypes.Structure):
+    _fields_ = [(n, ctypes.c_size_t) for n in ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks",
+                                               "fsmblks", "uordblks", "fordblks", "keepcost")]
+libc = ctypes.CDLL("libc.so.6")
+libc.mallinfo2.restype = Info
+before = libc.mallinfo2().hblkhd
+buf = ctypes.create_string_buffer(64 << 20)  # one 64 MB malloc
+print(libc.mallinfo2().hblkhd - before > (32 << 20), robustlens.runtime_env.allocator_tuned)
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux") or platform.libc_ver()[0] != "glibc", reason="glibc only")
+@pytest.mark.parametrize("env,mmapped,tuned", [
+    ({}, "False", "True"),  # tuned: a 64 MB buffer comes from the heap (kept for reuse), not from mmap
+    ({"ROBUSTLENS_MALLOPT": "0"}, "True", "False"),  # opt out: glibc's default maps it
+    ({"MALLOC_MMAP_THRESHOLD_": "1048576"}, "True", "False"),  # the user's own allocator setting wins
+])
+def test_import_tunes_the_glibc_allocator(env, mmapped, tuned):
+    import subprocess
+
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("MALLOC_", "ROBUSTLENS_MALLOPT"))}
+    base["PYTHONPATH"] = str(Path(__file__).resolve().parents[1] / "src")
+    out = subprocess.run([sys.executable, "-c", "import robustlens, robustlens.runtime_env" + _MMAPPED],
+                         env={**base, **env}, capture_output=True, text=True, timeout=120)
+    assert out.stdout.split() == [mmapped, tuned], out.stderr

@@ -20,9 +20,10 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from robustlens.runtime_env import apply_defaults
+from robustlens.runtime_env import apply_defaults, tune_allocator
 
 apply_defaults()  # before torch loads: OpenMP threads sleep while they wait (see robustlens.runtime_env)
+tune_allocator()  # glibc keeps freed tensor buffers for reuse instead of unmapping them (see robustlens.runtime_env)
 
 _MODULES = {
     "robustlens.models": ("Classifier", "classify", "create_model", "get_activations", "layer_table", "list_models",
