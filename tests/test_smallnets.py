@@ -13,7 +13,8 @@ from robustlens.models.small import IMAGENETTE_WNIDS
 
 
 @pytest.mark.parametrize("name,shape", [("mnist_lenet5", (1, 28, 28)), ("mnist_smallcnn", (1, 28, 28)),
-                                        ("cifar_preactresnet18", (3, 32, 32)), ("imagenette_resnet", (3, 64, 64))])
+                                        ("cifar_preactresnet18", (3, 32, 32)), ("imagenette_resnet", (3, 64, 64)),
+                                        ("imagenette128_resnet", (3, 128, 128))])
 def test_shapes_configs_and_default_weights(name, shape):
     model = create_model(name)
     assert model.weights.startswith("none") and model.num_classes == 10
@@ -61,3 +62,36 @@ def test_project_models_need_their_weights_file(tmp_path, monkeypatch):
     m = create_model("imagenette_resnet_robust")
     assert m.class_wnids == IMAGENETTE_WNIDS
     assert all(torch.equal(a, b) for a, b in zip(net.state_dict().values(), m.net.state_dict().values()))
+
+
+@pytest.mark.parametrize("kind,method", [("standard", "standard"), ("robust", "fast")])
+def test_shipped_128px_pair_says_how_it_was_trained(kind, method):
+    from robustlens.models.checkpoints import read_metadata
+    from robustlens.models.small import models_dir
+
+    m = create_model(f"imagenette128_resnet_{kind}")
+    meta = read_metadata(models_dir() / f"imagenette128_resnet_{kind}.safetensors")
+    assert m.config.input_size == 128 and m.class_wnids == IMAGENETTE_WNIDS
+    assert meta["model"] == "imagenette128_resnet" and meta["preprocess"]["input_size"] == 128
+    assert meta["train_config"]["method"] == method and meta["train_config"]["norm"] == "l2"
+    assert meta["train_config"]["eps"] == 1.5 and meta["weights_start"].endswith("robust-64/model.safetensors"
+                                                                                  if kind == "robust" else
+                                                                                  "standard-64/model.safetensors")
+
+
+@pytest.mark.slow
+def test_shipped_128px_pair_is_accurate_and_only_the_robust_one_is_robust():
+    """On 100 val images (10 per class): both classify well, and L2 PGD-10 at ε 1.0 breaks the standard model
+    but not the robust one (docs/models.md has the figures on all 3925)."""
+    from robustlens.robust.datasets import open_dataset
+    from robustlens.robust.evaluate import evaluate_robustness
+
+    val = shared_path("data", "imagenette128", "val")
+    acc = {}
+    for kind in ("standard", "robust"):
+        m = create_model(f"imagenette128_resnet_{kind}")
+        ds = open_dataset(f"folder:{val}", m, limit=100)
+        r = evaluate_robustness(m, ds, norm="l2", eps=[1.0], steps=10, batch_size=100)
+        acc[kind] = (r.clean_accuracy, r.robust_accuracy[1.0])
+    assert acc["standard"][0] >= 0.7 and acc["robust"][0] >= 0.7, acc  # measured 0.80 and 0.80
+    assert acc["standard"][1] <= 0.25 and acc["robust"][1] >= 0.55, acc  # measured 0.12 and 0.68

@@ -70,7 +70,8 @@ def image_grid(images: Sequence[torch.Tensor], titles: Sequence[str], path: str 
         ax.set_title(t, fontsize=9)
     if suptitle:
         fig.suptitle(suptitle)
-    return save_figure(fig, path)
+    # leave the suptitle its own band above the first row's titles
+    return save_figure(fig, path, rect=(0, 0, 1, 1 - 0.5 / (3.2 * nrows)) if suptitle else None)
 
 
 def plot_curves(series: dict[str, Sequence[float]], path: str | Path, *, xlabel: str = "step", ylabel: str = "",

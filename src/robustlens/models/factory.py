@@ -17,7 +17,7 @@ from robustlens.models.torchvision_models import build_torchvision, torchvision_
 DEFAULT_MODEL = "efficientnet_lite0"
 # The robust model of Problem 4(e)(f), the comparisons and synthesis; its standard counterpart is
 # robustlens.models.counterparts.standard_for(DEFAULT_ROBUST_MODEL).
-DEFAULT_ROBUST_MODEL = "imagenette_resnet_robust"
+DEFAULT_ROBUST_MODEL = "imagenette128_resnet_robust"
 
 
 def list_models(include_torchvision: bool = True) -> list[dict]:

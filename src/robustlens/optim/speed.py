@@ -155,10 +155,12 @@ def has_conv2d(model: nn.Module) -> bool:
     return any(isinstance(m, nn.Conv2d) for m in model.modules())
 
 
-# "auto" channels-last needs images at least this large: measured 1.2-1.5x faster at 224 px, 13% slower
-# on 28 px MNIST (the layout changes cost more than tiny convolutions gain). CPU only: on an H100 (cuDNN,
-# torch 2.11) ResNet-50's input-gradient step ran 0.79x (bf16) and 0.82x (fp32) as fast channels-last.
-CHANNELS_LAST_MIN_SIZE = 64
+# "auto" channels-last needs images at least this large. With torch 2.14 on this CPU NHWC is faster at every
+# size the zoo has (benchmarks/channels_last.py: an input-gradient step 1.1-1.7x faster from 28 px MNIST to
+# 224 px; max-pooling a 28x28 NCHW map is ~10x slower than NHWC), so the floor is 1. (An older torch measured
+# NHWC 13% slower on 28 px MNIST.) CPU only: on an H100 (cuDNN, torch 2.11) ResNet-50's input-gradient step
+# ran 0.79x (bf16) and 0.82x (fp32) as fast channels-last.
+CHANNELS_LAST_MIN_SIZE = 1
 
 
 def use_channels_last(model: nn.Module, x: torch.Tensor, setting: bool | str) -> bool:

@@ -133,7 +133,7 @@ def build_report(
 
     ``image``: a path, a Pillow image, or None for the bundled Corgi photo (``image_label`` names it).
     ``model``/``weights``: the pretrained model of Problems 2 and 4 (default the bundled EfficientNet-Lite0).
-    ``robust_model``: the robust model of 4(e)(f) (default ``imagenette_resnet_robust``). Returns the report
+    ``robust_model``: the robust model of 4(e)(f) (default ``robustlens.models.DEFAULT_ROBUST_MODEL``). Returns the report
     dict (also in ``report.json``); ``report["html"]`` is the HTML file's path.
     """
     from robustlens.report import html as report_html

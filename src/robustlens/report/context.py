@@ -44,9 +44,9 @@ class ReportSettings:
     inversion_layers: tuple[str, ...] = ()
     inversion_steps: int = 100
     robust_norm: str = "l2"
-    robust_eps: float = 1.0
+    robust_eps: float = 1.5   # the default robust model's training ε (L2, 128 px)
     robust_attack_steps: int = 60
-    robust_big_eps: float = 10.0
+    robust_big_eps: float = 20.0
     robust_big_steps: int = 100
     robust_inversion_steps: int = 200
     dream_layer: str = ""

@@ -17,7 +17,7 @@ from robustlens.cli.common import (
     speed_from_args,
     warn,
 )
-from robustlens.models import DEFAULT_MODEL
+from robustlens.models import DEFAULT_MODEL, DEFAULT_ROBUST_MODEL
 from robustlens.models.labels import resolve_class
 from robustlens.report import ReportSettings, build_report
 
@@ -47,8 +47,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model", default=DEFAULT_MODEL, help=f"pretrained model (default {DEFAULT_MODEL})")
     p.add_argument("--weights", default=None, help="weights of --model: imagenet, none or PATH (default: its own)")
     p.add_argument("--robust-model", default=None,
-                   help="robust model for 4(e)(f), attribution maps and synthesis (default "
-                        "imagenette_resnet_robust, compared with imagenette_resnet_standard; a published ImageNet "
+                   help=f"robust model for 4(e)(f), attribution maps and synthesis (default "
+                        f"{DEFAULT_ROBUST_MODEL}, compared with its _standard twin; a published ImageNet "
                         "checkpoint with torchvision's weights of its architecture; another model with --model)")
     p.add_argument("--robust-weights", default=None, help="weights file of --robust-model")
     g = p.add_argument_group("settings")
