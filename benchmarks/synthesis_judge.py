@@ -112,8 +112,8 @@ def run_translate(models, judge, x, y, args) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--robust", default="imagenette_resnet_robust")
-    ap.add_argument("--standard", default="imagenette_resnet_standard")
+    ap.add_argument("--robust", default="imagenette128_resnet_robust")
+    ap.add_argument("--standard", default="imagenette128_resnet_standard")
     ap.add_argument("--train", default=str(SHARED / "data" / "imagenette128" / "train"))
     ap.add_argument("--val", default=str(SHARED / "data" / "imagenette128" / "val"))
     ap.add_argument("--samples", type=int, default=10, help="generated images per class (default 10)")

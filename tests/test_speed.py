@@ -277,3 +277,22 @@ def test_bf16_early_stop_spends_no_float32_pass_on_examples_that_never_succeed()
                            progress=False, history=False)
         assert not bool(res.success.any()) and len(autocast_on) >= 4
         assert all(autocast_on) if early_stop else not autocast_on[-1]
+
+
+def test_one_channel_images_really_run_channels_last():
+    """(N,1,H,W) is 'contiguous' in both layouts, so .contiguous(channels_last) kept NCHW strides and LeNet-5
+    ran NCHW behind a channels-last flag (its 28x28 max-pool ~10x slower); in_format and Normalize keep NHWC."""
+    from robustlens.models import create_model
+    from robustlens.optim.prepare import prepare
+
+    model = create_model("mnist_lenet5", "none").eval()
+    x = torch.rand(4, 1, 28, 28)
+    seen = {}
+    with prepare(model, x, speed.Speed(channels_last=True), hooks=False) as p:
+        hook = model.net.pool1.register_forward_hook(lambda m, i, o: seen.update(pool_in=i[0].stride()))
+        out = p.exact(x)
+        hook.remove()
+    assert seen["pool_in"][1] == 1  # the first feature map is NHWC
+    assert torch.allclose(out, model(x), atol=1e-5)
+    v = speed.in_format(x, torch.channels_last)
+    assert v.stride() == (784, 1, 28, 1) and torch.equal(v, x)

@@ -91,7 +91,7 @@ def input_gradient(run: nn.Module, x: torch.Tensor, targets: torch.Tensor, *,
     """(∂ logit_target / ∂x (M,C,H,W), logit_target (M,)) for inputs x (M,C,H,W) in one forward/backward pass.
     Each row's score depends only on its own input, so the gradient of the summed scores is per-row exact."""
     fmt = torch.channels_last if channels_last else torch.contiguous_format
-    xi = x.detach().contiguous(memory_format=fmt).requires_grad_(True)
+    xi = speed.in_format(x.detach(), fmt).requires_grad_(True)
     with torch.enable_grad():
         scores = target_scores(run(xi).float(), targets)        # (M,)
         (grad,) = torch.autograd.grad(scores.sum(), xi)         # (M,C,H,W)

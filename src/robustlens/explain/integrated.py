@@ -24,6 +24,7 @@ from robustlens.explain._core import (
     target_scores,
 )
 from robustlens.explain.gradients import GradientMethod
+from robustlens.optim import speed
 
 RULES = ("riemann_left", "riemann_right", "riemann_middle", "riemann_trapezoid", "gausslegendre")
 BASELINES = ("black", "blur", "noise")
@@ -116,7 +117,7 @@ class IntegratedGradients(GradientMethod):
                         total[i] += (g * w[0, s]).sum(0)
             with torch.inference_mode():
                 fmt = torch.channels_last if cl else torch.contiguous_format
-                ends = run(torch.cat([x, base]).contiguous(memory_format=fmt)).float()   # (2N, classes)
+                ends = run(speed.in_format(torch.cat([x, base]), fmt)).float()   # (2N, classes)
         f = target_scores(ends, targets.repeat(2))
         maps = delta * total                                                 # (N,C,H,W)
         error = maps.flatten(1).sum(1) - (f[:n] - f[n:])                     # (N,)

@@ -21,7 +21,13 @@ class Normalize(nn.Module):
         self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return (x - self.mean) / self.std
+        out = (x - self.mean) / self.std
+        if x.dim() == 4 and x.shape[1] == 1 and x.stride(1) == 1 and out.stride(1) != 1:
+            # a one-channel image in channels-last order (see robustlens.optim.speed.in_format) stays in it:
+            # element-wise ops give it NCHW strides back, and the network after would run NCHW
+            n, _, h, w = out.shape
+            out = out.reshape(n, h, w, 1).permute(0, 3, 1, 2)
+        return out
 
 
 class Classifier(nn.Module):

@@ -50,12 +50,12 @@ class PreparedModel:
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Logits (N, K) of the fast pass, as float32."""
         with speed.autocast(x.device, self.amp):
-            return self.net(x.contiguous(memory_format=self.fmt)).float()
+            return self.net(speed.in_format(x, self.fmt)).float()
 
     def exact(self, x: torch.Tensor) -> torch.Tensor:
         """Logits (N, K) in float32, without autocast: the fast network (the model, or its BatchNorm-folded
         copy: the same function up to float rounding) — the pass whose verdicts count."""
-        return self.net(x.contiguous(memory_format=self.fmt)).float()
+        return self.net(speed.in_format(x, self.fmt)).float()
 
     @property
     def fast_is_exact(self) -> bool:

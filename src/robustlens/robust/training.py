@@ -37,7 +37,7 @@ from torch import nn
 from robustlens.checks import count, finite_all, positive
 from robustlens.errors import UserError
 from robustlens.models.checkpoints import save_weights
-from robustlens.optim.speed import channels_last_model, use_channels_last
+from robustlens.optim.speed import channels_last_model, in_format, use_channels_last
 from robustlens.robust.checkpointing import load_checkpoint, save_checkpoint
 from robustlens.robust.distributed import Context, all_reduce_sum, barrier
 from robustlens.robust.methods import METHODS, Standard
@@ -295,7 +295,7 @@ class _Training:
         gen = torch.Generator().manual_seed(_seed(cfg.seed, 2, self.step))
         x = augment(self.images[idx].float().div_(255.0), cfg, gen)[ctx.rank::ctx.world_size].to(ctx.device)
         if self.channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
+            x = in_format(x, torch.channels_last)
         return x, self.labels[idx][ctx.rank::ctx.world_size].to(ctx.device)
 
     def train_step(self) -> float:

@@ -17,6 +17,7 @@ rank ``b mod K`` and is attacked with seed ``seed + b·1009 + i`` at the i-th ε
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -25,6 +26,7 @@ import torch
 from torch import nn
 
 from robustlens.optim import speed
+from robustlens.optim.prepare import PreparedModel, prepare
 from robustlens.optim.threat import make_threat
 from robustlens.robust.autoattack import flags as checks
 from robustlens.robust.autoattack.apgd import apgd_ce, apgd_t
@@ -81,20 +83,26 @@ def run_attack(name: str, settings: dict, model: nn.Module, x: torch.Tensor, y: 
         return apgd_ce(model, x, y, norm=norm, eps=eps, seed=seed, loss=name[5:], **s)
     if name == "apgd-t":
         return apgd_t(model, x, y, norm=norm, eps=eps, seed=seed, **s)
-    model = fast_copy(model, x)  # FAB and Square run their own loops: the engine's speed settings, by hand
-    if name == "fab-t":
-        return fab_t(model, x, y, norm=norm, eps=eps, **s)
-    return square(model, x, y, norm=norm, eps=eps, seed=seed, **s)
+    # FAB and Square run their own loops on the engine's prepared model: BatchNorm folded, channels-last
+    # weights and inputs (a model without BatchNorm too), float32 (they decide success from every pass)
+    fp32 = dataclasses.replace(speed.current(), precision="fp32", compile=False)
+    with prepare(model, x, fp32, hooks=False) as prepared:
+        fast = ExactLogits(prepared)
+        if name == "fab-t":
+            return fab_t(fast, x, y, norm=norm, eps=eps, **s)
+        return square(fast, x, y, norm=norm, eps=eps, seed=seed, **s)
 
 
-def fast_copy(model: nn.Module, x: torch.Tensor) -> nn.Module:
-    """The model as the speed settings in force (:mod:`robustlens.optim.speed`) would run it for a
-    logits-only objective: BatchNorm folded (``fold_bn``), channels-last weights where that is on; else itself.
-    Precision stays float32 (FAB and Square decide success from every forward pass)."""
-    settings = speed.current()
-    if not settings.fold_bn:
-        return model
-    return speed.prepared(model, x, channels_last=speed.use_channels_last(model, x, settings.channels_last))
+class ExactLogits(nn.Module):
+    """A prepared model (:func:`robustlens.optim.prepare.prepare`) as a module: its float32 ``exact`` pass, the
+    input put in the prepared memory format (differentiable, so FAB's gradients flow)."""
+
+    def __init__(self, prepared: PreparedModel):
+        super().__init__()
+        self.prepared = prepared
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.prepared.exact(x)
 
 
 @dataclass
