@@ -1,7 +1,8 @@
 """Cross-check and speed: robustlens AutoAttack vs the reference (fra31/auto-attack) and torchattacks' AutoAttack.
 
 Same model, same inputs (the first ``--n`` MNIST test digits for the two advertorch LeNet-5 checkpoints, L∞
-ε = 0.3; or the first ``--n`` imagenette128 val images at 64 px for ``imagenette_resnet_robust``, L2 ε = 1.0),
+ε = 0.3; or the first ``--n`` imagenette128 val images for ``imagenette128_resnet_robust``, L2 ε = 1.5, its training ε;
+``imagenette64``: the 64 px ``imagenette_resnet_robust`` at ε = 1.0),
 version ``standard``. For each library: clean accuracy, robust accuracy after each attack (each attack runs
 only on the examples still robust), the final robust accuracy, and the time of each attack. Every verdict is
 re-made here by one plain float32 forward pass of the same model on the returned images, after checking that
@@ -36,7 +37,8 @@ ATTACKS = ("apgd-ce", "apgd-t", "fab-t", "square")
 SETUPS = {
     "advtrained": ("mnist_lenet5", "models/advertorch_mnist_lenet5_advtrained.pt", "linf", 0.3),
     "clntrained": ("mnist_lenet5", "models/advertorch_mnist_lenet5_clntrained.pt", "linf", 0.3),
-    "imagenette": ("imagenette_resnet_robust", None, "l2", 1.0),
+    "imagenette": ("imagenette128_resnet_robust", None, "l2", 1.5),  # the default robust model, its training ε
+    "imagenette64": ("imagenette_resnet_robust", None, "l2", 1.0),
 }
 
 
@@ -46,7 +48,7 @@ def load(setup: str, n: int):
 
     arch, weights, norm, eps = SETUPS[setup]
     model = create_model(arch, str(require(SHARED / weights)) if weights else None).eval()
-    if setup == "imagenette":
+    if setup.startswith("imagenette"):
         from robustlens.robust.datasets import open_dataset, parse_data_spec
 
         ds = open_dataset(parse_data_spec(f"folder:{require(SHARED / 'data' / 'imagenette128' / 'val')}"), model,

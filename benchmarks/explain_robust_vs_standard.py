@@ -40,8 +40,8 @@ def imagenette_val(model, per_class: int) -> tuple[torch.Tensor, torch.Tensor, l
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--standard", default="imagenette_resnet_standard")
-    p.add_argument("--robust", default="imagenette_resnet_robust")
+    p.add_argument("--standard", default="imagenette128_resnet_standard")
+    p.add_argument("--robust", default="imagenette128_resnet_robust")
     p.add_argument("--per-class", type=int, default=10)
     p.add_argument("--json-out")
     p.add_argument("--figure", default="robust_vs_standard_saliency.png")
