@@ -118,9 +118,10 @@ def test_inversion_and_dream_handlers(default_model):
 def test_missing_robust_model_is_a_clear_error(tmp_path, monkeypatch):
     from robustlens.app.server import ModelBank, run_attack
     from robustlens.images import example_image
+    from robustlens.models import DEFAULT_ROBUST_MODEL
 
     monkeypatch.setenv("ROBUSTLENS_MODELS", str(tmp_path))
-    with pytest.raises(UserError, match="imagenette_resnet_robust"):
+    with pytest.raises(UserError, match=DEFAULT_ROBUST_MODEL):
         run_attack(ModelBank(), example_image("chelsea"), "robust", "0 tench", "l2", "1", 2)
 
 

@@ -184,8 +184,8 @@ def project_models(tmp_path, monkeypatch):
 
     folder = tmp_path / "models"
     folder.mkdir()
-    for seed, name in enumerate(("imagenette_resnet_robust", "imagenette_resnet_standard")):
-        net = create_model("imagenette_resnet", "none", seed=seed).net
+    for seed, name in enumerate(("imagenette128_resnet_robust", "imagenette128_resnet_standard")):
+        net = create_model("imagenette128_resnet", "none", seed=seed).net
         save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(folder / f"{name}.safetensors"))
     monkeypatch.setenv("ROBUSTLENS_MODELS", str(folder))
     return folder
@@ -203,16 +203,16 @@ def test_robust_sections_equal_the_compare_command(tmp_path, project_models, che
     assert set(e["data"]["models"]) == {"standard", "robust"}
     for kind in ("standard", "robust"):
         m = e["data"]["models"][kind]
-        assert m["model"]["model"] == f"imagenette_resnet_{kind}"
+        assert m["model"]["model"] == f"imagenette128_resnet_{kind}"
         assert [r["target"] for r in m["attack"]["results"]] == e["data"]["targets"]
-        assert m["attack"]["settings"]["norm"] == "l2" and m["attack"]["settings"]["eps"] == 1.0
+        assert m["attack"]["settings"]["norm"] == "l2" and m["attack"]["settings"]["eps"] == 1.5
     assert f["data"]["layers"] == ["layer2", "layer3", "layer4"]
     page = assert_self_contained(Path(rep["html"]).read_text())
     figures = [i for s in rep["sections"] for b in s["blocks"] if b["kind"] == "figures" for i in b["items"]]
     assert len(page.of("img")) == len(figures)
 
-    args = ["compare", str(chelsea_file), "--models", "imagenette_resnet_standard,imagenette_resnet_robust",
-            "--target", f["data"]["target"], "--eps", "10", "--steps", "3", "--invert-steps", "3", "--seed", "0",
+    args = ["compare", str(chelsea_file), "--models", "imagenette128_resnet_standard,imagenette128_resnet_robust",
+            "--target", f["data"]["target"], "--eps", f"{rp.ReportSettings().robust_big_eps:g}", "--steps", "3", "--invert-steps", "3", "--seed", "0",
             "--out", str(tmp_path / "compare"), "--json"]
     for layer in f["data"]["layers"]:
         args += ["--layer", layer]
@@ -266,10 +266,10 @@ def test_robust_pair_takes_the_published_checkpoints_standard_counterpart(tmp_pa
 
 
 def test_explain_and_synthesis_sections(tmp_path, chelsea_file):
-    """The two sections on the 64 px pair in quick mode: ok, their figures written, numbers equal the APIs."""
+    """The two sections on the default pair in quick mode: ok, their figures written, numbers equal the APIs."""
     from robustlens.explain import edge_alignment
     from robustlens.images import load_pil
-    from robustlens.models import create_model
+    from robustlens.models import DEFAULT_ROBUST_MODEL, create_model
     from robustlens.models.preprocess import to_batch
     from robustlens.recipes.synthesis import translate
 
@@ -281,7 +281,7 @@ def test_explain_and_synthesis_sections(tmp_path, chelsea_file):
     files = [i["file"] for s in (ex, sy) for b in s["blocks"] if b["kind"] == "figures" for i in b["items"]]
     assert {"explain_maps.png", "synthesis_inpaint.png", "synthesis_sketch.png"} <= set(files)
     assert all((tmp_path / "out" / f).is_file() for f in files)
-    robust = create_model("imagenette_resnet_robust")
+    robust = create_model(DEFAULT_ROBUST_MODEL)
     x = to_batch([load_pil(chelsea_file)], robust.config)
     t = ex["data"]["models"]["robust"]["target"]
     assert t == int(robust(x).argmax(1)) == ex["data"]["class"]

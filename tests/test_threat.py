@@ -155,7 +155,7 @@ def test_make_threat_checks_its_input():
 
 
 @settings(max_examples=25, deadline=None)
-@given(norm_and_eps(), st.integers(0, 10_000), st.floats(0.0, 1.0), st.integers(1, 4), st.booleans(),
+@given(norm_and_eps(), st.integers(0, 10_000), st.floats(1e-3, 1.0), st.integers(1, 4), st.booleans(),
        st.integers(1, 3), st.booleans(), st.booleans(), st.sampled_from(["ce", "cw"]))
 def test_pgd_stays_in_the_ball_and_box(ne, seed, step_frac, steps, random_start, restarts, targeted, early_stop,
                                        loss):
