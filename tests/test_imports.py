@@ -90,3 +90,26 @@ def test_every_module_imports_alone_in_a_fresh_interpreter():
         results = list(pool.map(load, modules()))
     failed = {name: err for name, code, err in results if code != 0}
     assert not failed, failed
+
+
+def _robustlens_imports_of(path: Path) -> list[tuple[str, str]]:
+    """(module, name) for every ``from robustlens... import name`` anywhere in the file."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("robustlens"):
+            found += [(node.module, alias.name) for alias in node.names]
+    return found
+
+
+def test_benchmarks_and_scripts_import_names_that_exist():
+    """Benchmarks and scripts are not run in CI; a rename in the package must still not break them silently."""
+    import importlib
+
+    root = PACKAGE.parent.parent
+    missing = []
+    for path in sorted([*root.glob("benchmarks/*.py"), *root.glob("scripts/*.py")]):
+        for module, name in _robustlens_imports_of(path):
+            mod = importlib.import_module(module)
+            if not hasattr(mod, name) and importlib.util.find_spec(f"{module}.{name}") is None:
+                missing.append(f"{path.name}: from {module} import {name}")
+    assert not missing, missing
