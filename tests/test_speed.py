@@ -176,6 +176,44 @@ def test_no_folding_in_training_mode_or_when_untraceable():
     assert speed.prepared(plain, x, channels_last=True) is plain
 
 
+@pytest.mark.parametrize("name", ["imagenette128_resnet", "resnet18"])
+def test_zoo_classifiers_get_their_folded_copy(name):
+    """The wrapper's Normalize must stay traceable: an untraceable wrapper silently turns folding off for
+    every model (as the one-channel layout test inside Normalize.forward once did)."""
+    from robustlens.models import create_model
+
+    model = create_model(name, weights="none")
+    x = torch.rand(2, 3, model.config.input_size, model.config.input_size)
+    fast = speed.prepared(model, x, channels_last=True)
+    assert fast is not model
+    called = [fast.get_submodule(n.target) for n in fast.graph.nodes if n.op == "call_module"]
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in called)
+
+
+def test_folded_one_channel_classifier_keeps_channels_last():
+    """A one-channel image in NHWC order stays NHWC through Normalize, in the folded copy as in the model."""
+    from robustlens.models.classifier import Classifier
+    from robustlens.models.preprocess import PreprocessConfig
+
+    net = _with_stats(nn.Sequential(nn.Conv2d(1, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.Flatten())).eval()
+    model = Classifier(net, PreprocessConfig(input_size=9, mean=(0.5,), std=(0.25,), channels=1),
+                       name="one", weights="none", num_classes=4 * 7 * 7).eval()
+    x = torch.rand(2, 1, 9, 9)
+    fast = speed.prepared(model, x, channels_last=True)
+    assert fast is not model
+    seen = []
+    conv = next(m for m in fast.modules() if isinstance(m, nn.Conv2d))
+    handle = conv.register_forward_pre_hook(lambda _m, args: seen.append(args[0].stride()))
+    try:
+        with torch.no_grad():
+            out = fast(speed.in_format(x, torch.channels_last))
+    finally:
+        handle.remove()
+    assert seen == [(81, 1, 9, 1)]  # NHWC strides reach the first convolution
+    with torch.no_grad():
+        assert torch.allclose(out, model(x), atol=1e-5)
+
+
 # --- the engine under each setting --------------------------------------------------------------------------
 
 SETTINGS = [speed.FAST, speed.PLAIN, speed.Speed(precision="bf16"), speed.Speed(precision="bf16", fold_bn=False),

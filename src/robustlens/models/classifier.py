@@ -9,6 +9,22 @@ from torch import nn
 from robustlens.models.preprocess import PreprocessConfig
 
 
+def normalized(x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
+    """(x - mean) / std, keeping a one-channel image in channels-last order when it came in it (see
+    :func:`robustlens.optim.speed.in_format`): element-wise ops give such an image NCHW strides back, and the
+    network after it would run NCHW. A leaf for ``torch.fx`` (its layout test is data-dependent control flow
+    that symbolic tracing cannot follow), so models that start with :class:`Normalize` stay traceable and get
+    their BatchNorm-folded copies."""
+    out = (x - mean) / std
+    if x.dim() == 4 and x.shape[1] == 1 and x.stride(1) == 1 and out.stride(1) != 1:
+        n, _, h, w = out.shape
+        out = out.reshape(n, h, w, 1).permute(0, 3, 1, 2)
+    return out
+
+
+torch.fx.wrap("normalized")
+
+
 class Normalize(nn.Module):
     """(x - mean) / std per channel; x in [0, 1], shape (N, C, H, W)."""
 
@@ -21,13 +37,7 @@ class Normalize(nn.Module):
         self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = (x - self.mean) / self.std
-        if x.dim() == 4 and x.shape[1] == 1 and x.stride(1) == 1 and out.stride(1) != 1:
-            # a one-channel image in channels-last order (see robustlens.optim.speed.in_format) stays in it:
-            # element-wise ops give it NCHW strides back, and the network after would run NCHW
-            n, _, h, w = out.shape
-            out = out.reshape(n, h, w, 1).permute(0, 3, 1, 2)
-        return out
+        return normalized(x, self.mean, self.std)
 
 
 class Classifier(nn.Module):
