@@ -6,6 +6,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from robustlens._layout import one_channel_nhwc
 from robustlens.models.preprocess import PreprocessConfig
 
 
@@ -17,8 +18,7 @@ def normalized(x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.
     their BatchNorm-folded copies."""
     out = (x - mean) / std
     if x.dim() == 4 and x.shape[1] == 1 and x.stride(1) == 1 and out.stride(1) != 1:
-        n, _, h, w = out.shape
-        out = out.reshape(n, h, w, 1).permute(0, 3, 1, 2)
+        out = one_channel_nhwc(out)
     return out
 
 

@@ -35,6 +35,8 @@ from typing import cast
 import torch
 from torch import fx, nn
 
+from robustlens._layout import one_channel_nhwc
+
 PRECISIONS = ("auto", "fp32", "bf16")
 
 # torchvision families (model-name prefixes) where bf16 autocast was measured safe for input gradients.
@@ -180,8 +182,7 @@ def in_format(x: torch.Tensor, fmt: torch.memory_format) -> torch.Tensor:
     (H·W·C, 1, W·C, C) whatever C is."""
     if fmt != torch.channels_last or x.dim() != 4 or x.shape[1] != 1:
         return x.contiguous(memory_format=fmt)
-    n, _, h, w = x.shape
-    return x.reshape(n, h, w, 1).permute(0, 3, 1, 2)  # a view (no copy when x is dense) with strides (H·W, 1, W, 1)
+    return one_channel_nhwc(x)
 
 
 @contextlib.contextmanager
