@@ -7,7 +7,7 @@
    multiply-add is 2 FLOPs).
 3. The rate of one optimisation step (forward, CE loss, ``autograd.grad`` w.r.t. the input, frozen
    parameters) per configuration and batch size, as a % of the ceiling of its precision. "folded" runs
-   the BatchNorm-folded copy robustlens attacks use (``robustlens.optim.speed.prepared``); its rate is still
+   the BatchNorm-folded copy robustlens attacks use (``robustlens.optim.fold.prepared``); its rate is still
    counted with the unfolded model's FLOPs (BatchNorm adds no matmul FLOPs).
 
 The machine is shared, so every round measures the ceiling and then every configuration, and the % is
@@ -37,7 +37,7 @@ from robustlens.optim.speed import autocast, channels_last_model, prepared  # no
 from robustlens.models import create_model  # noqa: E402
 
 MODELS = {"resnet50": "none", "efficientnet_lite0": None}
-# name -> (channels_last, autocast dtype, BatchNorm folded (robustlens.optim.speed.prepared))
+# name -> (channels_last, autocast dtype, BatchNorm folded (robustlens.optim.fold.prepared))
 CONFIGS = {"fp32": (False, None, False), "fp32 channels-last": (True, None, False),
            "fp32 channels-last folded": (True, None, True), "bf16": (False, torch.bfloat16, False),
            "bf16 channels-last": (True, torch.bfloat16, False),

@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from robustlens.optim import speed
+from robustlens.optim import fold, speed
 
 
 class Named(nn.Module):
@@ -139,7 +139,7 @@ def test_folded_copy_computes_the_same_and_leaves_the_model_alone(channels_last)
     model = _with_stats(Named("x"))
     x = torch.rand(3, 3, 9, 9)
     state = {k: (v.data_ptr(), v.clone()) for k, v in model.state_dict().items()}
-    fast = speed.prepared(model, x, channels_last=channels_last)
+    fast = fold.prepared(model, x, channels_last=channels_last)
     assert fast is not model
     called = [fast.get_submodule(n.target) for n in fast.graph.nodes if n.op == "call_module"]
     assert not any(isinstance(m, nn.BatchNorm2d) for m in called)  # both BatchNorms folded away
@@ -151,16 +151,16 @@ def test_folded_copy_computes_the_same_and_leaves_the_model_alone(channels_last)
     assert torch.allclose(g_fast, g_model, atol=1e-5)
     for k, v in model.state_dict().items():
         assert v.data_ptr() == state[k][0] and torch.equal(v, state[k][1])
-    assert speed.prepared(model, x, channels_last=channels_last) is fast  # cached
+    assert fold.prepared(model, x, channels_last=channels_last) is fast  # cached
 
 
 def test_folded_copy_follows_weight_changes():
     model = _with_stats(Named("x"))
     x = torch.rand(2, 3, 9, 9)
-    first = speed.prepared(model, x, channels_last=False)
+    first = fold.prepared(model, x, channels_last=False)
     with torch.no_grad():
         model.net[0].weight.mul_(2)
-    second = speed.prepared(model, x, channels_last=False)
+    second = fold.prepared(model, x, channels_last=False)
     assert second is not first
     with torch.no_grad():
         assert torch.allclose(second(x), model(x), atol=1e-5)
@@ -169,11 +169,11 @@ def test_folded_copy_follows_weight_changes():
 def test_no_folding_in_training_mode_or_when_untraceable():
     x = torch.rand(2, 3, 9, 9)
     model = Named("x").train()
-    assert speed.prepared(model, x, channels_last=False) is model
+    assert fold.prepared(model, x, channels_last=False) is model
     flaky = Flaky()
-    assert speed.prepared(flaky, x, channels_last=False) is flaky
+    assert fold.prepared(flaky, x, channels_last=False) is flaky
     plain = nn.Sequential(nn.Conv2d(3, 2, 3), nn.Flatten())  # nothing to fold
-    assert speed.prepared(plain, x, channels_last=True) is plain
+    assert fold.prepared(plain, x, channels_last=True) is plain
 
 
 @pytest.mark.parametrize("name", ["imagenette128_resnet", "resnet18"])
@@ -184,10 +184,90 @@ def test_zoo_classifiers_get_their_folded_copy(name):
 
     model = create_model(name, weights="none")
     x = torch.rand(2, 3, model.config.input_size, model.config.input_size)
-    fast = speed.prepared(model, x, channels_last=True)
+    fast = fold.prepared(model, x, channels_last=True)
     assert fast is not model
     called = [fast.get_submodule(n.target) for n in fast.graph.nodes if n.op == "call_module"]
     assert not any(isinstance(m, nn.BatchNorm2d) for m in called)
+
+
+@pytest.mark.parametrize("size", [16, 15])
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_folded_copy_moves_same_padding_into_the_convolution(size, channels_last):
+    """EfficientNet-Lite's "same" convolutions pad explicitly (ZeroPad2d, one more after than before for stride
+    2 on even sizes); the private copy moves symmetric padding into the convolution, and one-more-after padding
+    too for depthwise convolutions (a zero row/column prepended to the kernel), but not for dense ones (the
+    larger kernel costs them more than the copy): the same numbers, the model itself untouched."""
+    from efficientnet_lite_pytorch.utils import Conv2dStaticSamePadding
+
+    def same(cin, cout, k, stride, groups=1):
+        return Conv2dStaticSamePadding(cin, cout, k, stride, image_size=size, groups=groups, bias=False)
+
+    model = _with_stats(nn.Sequential(
+        same(3, 8, 3, 2), nn.BatchNorm2d(8), nn.ReLU6(),                        # dense: pads (0, 1) / (1, 1)
+        same(8, 8, 5, 1, groups=8), nn.BatchNorm2d(8), nn.ReLU6(),              # symmetric (2, 2)
+        same(8, 8, 5, 2, groups=8), nn.BatchNorm2d(8), nn.ReLU6(),              # depthwise (1, 2) / (2, 2)
+        same(8, 4, 1, 1), nn.BatchNorm2d(4), nn.Flatten())).eval()
+    x = torch.rand(3, 3, size, size)
+    pads = [m.static_padding for m in model if isinstance(m, nn.Conv2d)]
+    fast = fold.prepared(model, x, channels_last=channels_last)
+    assert fast is not model
+    called = [fast.get_submodule(n.target) for n in fast.graph.nodes if n.op == "call_module"]
+    convs = [m.conv if isinstance(m, fold.ConvAct) else m for m in called if isinstance(m, (fold.ConvAct, nn.Conv2d))]
+    assert len(convs) == 4
+    explicit = [isinstance(m.static_padding, nn.ZeroPad2d) for m in convs]
+    assert explicit == [size == 16, False, False, False]   # only the dense (0, 1) case keeps its ZeroPad2d
+    assert sum(isinstance(m, fold.ConvAct) for m in fast.modules()) == (2 if size == 16 else 3)
+    assert [tuple(m.kernel_size) for m in convs] == [(3, 3), (5, 5), (6, 6) if size == 16 else (5, 5), (1, 1)]
+    assert [m.static_padding for m in model if isinstance(m, nn.Conv2d)] == pads  # the model keeps its own
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    xg, xf = x.clone().requires_grad_(True), x.contiguous(memory_format=fmt).requires_grad_(True)
+    out_model, out_fast = model(xg), fast(xf)
+    assert torch.allclose(out_fast, out_model, atol=1e-5)
+    g_model, = torch.autograd.grad(out_model[:, 0].sum(), xg)
+    g_fast, = torch.autograd.grad(out_fast[:, 0].sum(), xf)
+    assert torch.allclose(g_fast, g_model, atol=1e-5)
+
+
+def test_convolution_and_activation_run_as_one_call_with_the_same_gradient(monkeypatch):
+    """conv→BN→ReLU and conv→ReLU6 pairs become ConvAct (one oneDNN call on the CPU in float32); forward and
+    input gradient equal the model's; autocast, or a build without the fused kernel, takes the two modules."""
+    model = _with_stats(nn.Sequential(
+        nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(inplace=True),
+        nn.Conv2d(8, 8, 3, stride=2, padding=1, groups=8), nn.ReLU6(),
+        nn.Conv2d(8, 8, 1), nn.Hardtanh(-1.0, 2.0), nn.Conv2d(8, 4, 1), nn.Flatten())).eval()
+    x = torch.rand(4, 3, 12, 12) * 4 - 2                      # values on both sides of every activation bound
+    fast = fold.prepared(model, x, channels_last=True)
+    assert sum(isinstance(m, fold.ConvAct) for m in fast.modules()) == 3
+    assert fold._POINTWISE is not None                        # the CPU build ships oneDNN
+    xm, xf = x.clone().requires_grad_(True), x.contiguous(memory_format=torch.channels_last).requires_grad_(True)
+    out_model, out_fast = model(xm), fast(xf)
+    assert out_fast.grad_fn is not None and torch.allclose(out_fast, out_model, atol=1e-5)
+    w = torch.randn_like(out_model)
+    g_model, = torch.autograd.grad((out_model * w).sum(), xm)
+    g_fast, = torch.autograd.grad((out_fast * w).sum(), xf)
+    assert torch.allclose(g_fast, g_model, atol=1e-5)
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        assert fast(x).dtype == torch.bfloat16                # the convolutions ran under autocast
+    monkeypatch.setattr(fold, "_POINTWISE", None)
+    xf = x.contiguous(memory_format=torch.channels_last).requires_grad_(True)
+    out_plain = fast(xf)
+    assert torch.allclose(out_plain, out_model, atol=1e-5)
+    g_plain, = torch.autograd.grad((out_plain * w).sum(), xf)
+    assert torch.allclose(g_plain, g_model, atol=1e-5)
+
+
+def test_padding_that_does_not_fit_is_left_alone():
+    from efficientnet_lite_pytorch.utils import Conv2dStaticSamePadding
+
+    conv = Conv2dStaticSamePadding(3, 4, 3, 1, image_size=8, bias=False)
+    conv.static_padding = nn.ZeroPad2d((0, 2, 1, 1))   # right pads two more than left: not a kernel shift
+    model = _with_stats(nn.Sequential(conv, nn.BatchNorm2d(4), nn.Flatten())).eval()
+    x = torch.rand(2, 3, 8, 8)
+    fast = fold.prepared(model, x, channels_last=False)
+    (inner,) = [m for m in fast.modules() if isinstance(m, nn.Conv2d)]
+    assert isinstance(inner.static_padding, nn.ZeroPad2d) and tuple(inner.kernel_size) == (3, 3)
+    with torch.no_grad():
+        assert torch.allclose(fast(x), model(x), atol=1e-5)
 
 
 def test_folded_one_channel_classifier_keeps_channels_last():
@@ -199,10 +279,10 @@ def test_folded_one_channel_classifier_keeps_channels_last():
     model = Classifier(net, PreprocessConfig(input_size=9, mean=(0.5,), std=(0.25,), channels=1),
                        name="one", weights="none", num_classes=4 * 7 * 7).eval()
     x = torch.rand(2, 1, 9, 9)
-    fast = speed.prepared(model, x, channels_last=True)
+    fast = fold.prepared(model, x, channels_last=True)
     assert fast is not model
     seen = []
-    conv = next(m for m in fast.modules() if isinstance(m, nn.Conv2d))
+    conv = next(m for m in fast.modules() if isinstance(m, (fold.ConvAct, nn.Conv2d)))
     handle = conv.register_forward_pre_hook(lambda _m, args: seen.append(args[0].stride()))
     try:
         with torch.no_grad():

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from robustlens.optim import speed
+from robustlens.optim import fold, speed
 
 
 @contextlib.contextmanager
@@ -72,7 +72,7 @@ def prepare(model: nn.Module, x0: torch.Tensor, settings: speed.Speed, *, hooks:
         stack.enter_context(frozen(model))
         net = model
         if settings.fold_bn and not hooks:
-            net = speed.prepared(model, x0, channels_last=cl)
+            net = fold.prepared(model, x0, channels_last=cl)
         if net is model:
             stack.enter_context(speed.channels_last_model(model, enabled=cl))
         if settings.compile:

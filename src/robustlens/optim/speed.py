@@ -14,8 +14,10 @@ decide its speed (measurements and the commands behind them: ``docs/performance.
   81% equal signs). Success decisions and final predictions are always made in float32 by the engine.
 - ``fold_bn``: for objectives that read only the logits (attacks), run a private copy of an eval-mode model
   in which every BatchNorm that directly follows a convolution is folded into that convolution's weight and
-  bias (:func:`prepared`): the same function up to float rounding, with two fewer passes over every
-  activation (forward and backward). The model itself is not changed. On by default.
+  bias, explicit "same" padding is moved into the convolutions and, on the CPU, a convolution and the
+  ReLU/ReLU6 after it run as one oneDNN call (:func:`robustlens.optim.fold.prepared`): the same function up
+  to float rounding, with fewer passes over every activation (forward and backward). The model itself is
+  not changed. On by default.
 - ``compile``: ``torch.compile`` the model for the run (off by default: it did not speed up the
   input-gradient step on CPU); on CUDA it uses ``mode="reduce-overhead"`` (CUDA graphs), unmeasured here.
 - threads: :func:`set_threads` (intra-op = cores by default, inter-op optional).
@@ -24,7 +26,6 @@ decide its speed (measurements and the commands behind them: ``docs/performance.
 from __future__ import annotations
 
 import contextlib
-import copy
 import os
 import weakref
 from collections.abc import Iterator
@@ -33,7 +34,7 @@ from dataclasses import dataclass
 from typing import cast
 
 import torch
-from torch import fx, nn
+from torch import nn
 
 from robustlens._layout import one_channel_nhwc
 
@@ -216,107 +217,3 @@ def compiled(model: nn.Module) -> nn.Module:
     fn = cast(nn.Module, torch.compile(model, mode=mode, dynamic=None))
     _COMPILED[model] = fn
     return fn
-
-
-# --- BatchNorm folding ------------------------------------------------------------------------------------
-
-class _LeafConvTracer(fx.Tracer):
-    """Keeps every Conv2d (subclasses such as "same"-padding convolutions included) and BatchNorm2d a leaf."""
-
-    def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
-        return isinstance(m, (nn.Conv2d, nn.BatchNorm2d)) or super().is_leaf_module(m, qualname)
-
-
-def _private_conv(conv: nn.Conv2d, weight: torch.Tensor, bias: torch.Tensor | None,
-                  fmt: torch.memory_format) -> nn.Conv2d:
-    """A shallow copy of ``conv`` (same class and hyper-parameters, no hooks) with its own parameters."""
-    new = copy.copy(conv)
-    new._parameters = dict(conv._parameters)
-    new._forward_hooks, new._forward_pre_hooks = type(conv._forward_hooks)(), type(conv._forward_pre_hooks)()
-    new.weight = nn.Parameter(weight.detach().clone().contiguous(memory_format=fmt), requires_grad=False)
-    new.bias = None if bias is None else nn.Parameter(bias.detach().clone(), requires_grad=False)
-    return new
-
-
-def _fold(model: nn.Module, fmt: torch.memory_format) -> tuple[nn.Module, int]:
-    """(a GraphModule computing ``model`` with its Conv2d→BatchNorm2d pairs folded, how many were folded).
-    Every Conv2d of the result has private weights in ``fmt``; other modules are shared with ``model``."""
-    tracer = _LeafConvTracer()
-    graph = tracer.trace(model)
-    gm = fx.GraphModule(tracer.root, graph)  # new containers, shared leaf modules
-    modules = dict(gm.named_modules())
-    replace: dict[str, nn.Conv2d] = {}
-    for node in list(gm.graph.nodes):
-        bn = modules.get(node.target) if node.op == "call_module" else None
-        if not isinstance(bn, nn.BatchNorm2d):
-            continue
-        prev = node.args[0] if node.args else None
-        if not isinstance(prev, fx.Node) or prev.op != "call_module" or not isinstance(prev.target, str):
-            continue
-        conv = modules.get(prev.target)
-        if (not isinstance(conv, nn.Conv2d) or len(prev.users) != 1 or bn.training or bn.running_mean is None
-                or bn.running_var is None or bn.num_features != conv.out_channels or prev.target in replace):
-            continue
-        with torch.no_grad():
-            scale = torch.rsqrt(bn.running_var.float() + bn.eps)
-            if bn.weight is not None:
-                scale = scale * bn.weight.float()
-            shift = -bn.running_mean.float() * scale
-            if bn.bias is not None:
-                shift = shift + bn.bias.float()
-            w = conv.weight.float() * scale.reshape(-1, 1, 1, 1)
-            b = shift if conv.bias is None else conv.bias.float() * scale + shift
-        replace[prev.target] = _private_conv(conv, w.to(conv.weight.dtype), b.to(conv.weight.dtype), fmt)
-        node.replace_all_uses_with(prev)
-        gm.graph.erase_node(node)
-    folded = len(replace)
-    for name, mod in modules.items():  # convolutions without a BatchNorm get private weights too
-        if isinstance(mod, nn.Conv2d) and name and name not in replace:
-            replace[name] = _private_conv(mod, mod.weight, mod.bias, fmt)
-    for name, conv in replace.items():
-        parent, _, leaf = name.rpartition(".")
-        setattr(gm.get_submodule(parent) if parent else gm, leaf, conv)
-    gm.graph.lint()
-    gm.recompile()
-    return gm, folded
-
-
-def _signature(model: nn.Module) -> tuple:
-    tensors = [*model.parameters(), *model.buffers()]
-    return (tuple((id(t), t.data_ptr(), t._version) for t in tensors), tuple(m.training for m in model.modules()))
-
-
-_PREPARED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-
-
-def prepared(model: nn.Module, probe: torch.Tensor, *, channels_last: bool) -> nn.Module:
-    """A private inference copy of ``model`` with each BatchNorm2d folded into the Conv2d before it and the
-    convolution weights channels-last when asked — or ``model`` itself when that is not possible or not
-    useful: a module in training mode, a model ``torch.fx`` cannot trace, nothing to fold, or outputs on
-    ``probe`` (inputs (N,C,H,W); the first is used) that differ from the model's beyond float rounding.
-
-    The model is not changed. The copy is cached per model while the model's parameters, buffers and
-    train/eval modes stay the same. Only the output is preserved: hooks on inner layers do not run in it."""
-    if any(m.training for m in model.modules()) or probe.dim() != 4:
-        return model
-    fmt = torch.channels_last if channels_last else torch.contiguous_format
-    sig = _signature(model)
-    hit = _PREPARED.get(model)
-    if hit is not None and hit[0] == sig and hit[1] == fmt:
-        return hit[2]
-    try:
-        gm, folded = _fold(model, fmt)
-    except Exception:  # not traceable by torch.fx (data-dependent control flow, unsupported calls...)
-        gm, folded = model, 0
-    if folded:
-        x = probe[:1].detach()
-        with torch.no_grad():
-            a = model(x.contiguous()).float()
-            b = gm(in_format(x, fmt)).float()
-        scale = float(a.abs().max()) if a.numel() else 1.0
-        if a.shape != b.shape or not torch.allclose(a, b, rtol=1e-3, atol=1e-4 * max(scale, 1.0)):
-            gm = model
-    else:
-        gm = model
-    _PREPARED[model] = (sig, fmt, gm)
-    return gm
