@@ -33,7 +33,8 @@ import torch.nn.functional as F  # noqa: E402
 from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 
 from robustlens.optim.prepare import frozen  # noqa: E402
-from robustlens.optim.speed import autocast, channels_last_model, prepared  # noqa: E402
+from robustlens.optim.fold import prepared  # noqa: E402
+from robustlens.optim.speed import autocast, channels_last_model  # noqa: E402
 from robustlens.models import create_model  # noqa: E402
 
 MODELS = {"resnet50": "none", "efficientnet_lite0": None}

@@ -263,6 +263,58 @@ def test_ig_chunking_does_not_change_the_result():
     assert torch.allclose(split.completeness_error, whole.completeness_error, atol=1e-5)
 
 
+@pytest.mark.parametrize("name", ["tiny", "imagenette128_resnet", "efficientnet_lite0"])
+def test_ig_through_the_affine_start_is_exact_in_float64(name, monkeypatch):
+    """IG sums gradients at the first convolution's output and pulls the sum back once per image
+    (explain._affine). In float64 (no ReLU kink flips from float32 rounding) it equals IG through the whole
+    network on the folded copy and on the model itself (speed.PLAIN) to ~1e-15."""
+    from robustlens.explain import _affine
+    from robustlens.models import create_model
+    from robustlens.optim import fold
+
+    if name == "tiny":
+        m, size = tiny(), 16
+    else:
+        m = create_model(name, weights="none")
+        size = 64
+        with torch.no_grad():       # BatchNorm statistics that make folding do something
+            for bn in (b for b in m.modules() if isinstance(b, nn.BatchNorm2d)):
+                bn.running_mean.uniform_(-0.2, 0.2)
+                bn.running_var.uniform_(0.5, 1.5)
+    m = m.double()
+    x, t = images(2, size).double(), torch.tensor([1, 3])
+    parts = _affine.split(fold.prepared(m, x, channels_last=True))
+    assert parts is not None
+    called = [n for n in parts.prefix.graph.nodes if n.op == "call_module"]
+    assert len(called) == 1 and isinstance(parts.prefix.get_submodule(called[0].target), nn.Conv2d)
+    ig = IntegratedGradients(m, batch_size=8)
+    split = ig.attribute(x, t, steps=6)
+    with monkeypatch.context() as patch:
+        patch.setattr(_affine, "split", lambda run: None)
+        whole = ig.attribute(x, t, steps=6)
+    with speed.use(speed.PLAIN):
+        plain = ig.attribute(x, t, steps=6)
+    assert rel(split.maps, whole.maps) < 1e-12 and rel(split.maps, plain.maps) < 1e-12
+    assert torch.allclose(split.completeness_error, plain.completeness_error, atol=1e-12)
+
+
+def test_no_affine_split_where_none_can_be_proved():
+    from robustlens.explain import _affine
+    from robustlens.optim import fold
+
+    class Squash(nn.Module):          # a nonlinearity before the first convolution: the prefix is empty
+        def __init__(self):
+            super().__init__()
+            self.conv, self.bn = nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4)
+
+        def forward(self, x):
+            return self.bn(self.conv(torch.tanh(x))).mean((2, 3))
+
+    x = images(1)
+    assert _affine.split(fold.prepared(Squash().eval(), x, channels_last=False)) is None
+    assert _affine.split(tiny()) is None                       # not a torch.fx copy
+
+
 def test_explain_api_two_models_to_dict(tmp_path):
     from robustlens.explain import explain
 

@@ -15,6 +15,7 @@ import torch.nn.functional as F
 
 from robustlens.checks import positive
 from robustlens.errors import UserError
+from robustlens.explain import _affine
 from robustlens.explain._core import (
     Attribution,
     TargetSpec,
@@ -100,25 +101,40 @@ class IntegratedGradients(GradientMethod):
         alphas = nodes.to(x).view(1, k, 1, 1, 1)                              # (1,K,1,1,1)
         w = weights.to(x).view(1, k, 1, 1, 1)
         delta = x - base                                                     # (N,C,H,W)
-        total = torch.zeros_like(x)                                          # Σ_k w_k g_k, (N,C,H,W)
-        per_row = max(1, self.batch_size // k) if self.batch_size >= k else 0
         with gradient_model(self.model, x) as (run, cl):
-            if per_row:                                                      # whole images per chunk
-                for s in chunks(n, per_row):
-                    path = base[s].unsqueeze(1) + alphas * delta[s].unsqueeze(1)   # (n_s,K,C,H,W)
-                    g = input_gradient(run, path.flatten(0, 1), targets[s].repeat_interleave(k),
-                                       channels_last=cl)[0]
-                    total[s] = (g.view(-1, k, *x.shape[1:]) * w).sum(1)
-            else:                                                            # split each image's steps
-                for i in range(n):
-                    for s in chunks(k, self.batch_size):
-                        path = base[i] + alphas[0, s] * delta[i]                   # (k_s,C,H,W)
-                        g = input_gradient(run, path, targets[i].expand(path.shape[0]), channels_last=cl)[0]
-                        total[i] += (g * w[0, s]).sum(0)
+            fmt = torch.channels_last if cl else torch.contiguous_format
+            parts = _affine.split(run)
+            if parts is None:                                                # the path in pixels
+                total = self._path_sum(run, base, delta, targets, alphas, w, cl)
+            else:                                                            # the path after the affine start
+                with torch.inference_mode():
+                    z = parts.prefix(speed.in_format(torch.cat([base, x]), fmt))
+                z_base, z_delta = z[:n], z[n:] - z[:n]
+                total = parts.pullback(speed.in_format(x, fmt),
+                                       self._path_sum(parts.suffix, z_base, z_delta, targets, alphas, w, cl))
             with torch.inference_mode():
-                fmt = torch.channels_last if cl else torch.contiguous_format
                 ends = run(speed.in_format(torch.cat([x, base]), fmt)).float()   # (2N, classes)
         f = target_scores(ends, targets.repeat(2))
-        maps = delta * total                                                 # (N,C,H,W)
+        maps = delta * total.contiguous()                                    # (N,C,H,W)
         error = maps.flatten(1).sum(1) - (f[:n] - f[n:])                     # (N,)
         return maps, error
+
+    def _path_sum(self, run: torch.nn.Module, start: torch.Tensor, delta: torch.Tensor, targets: torch.Tensor,
+                  alphas: torch.Tensor, w: torch.Tensor, cl: bool) -> torch.Tensor:
+        """Σ_k w_k ∂f_c/∂p (start + α_k·delta) for each image, (N, …) like ``start``: all N·K points through
+        ``run`` in chunks of ``batch_size`` (whole images per chunk, or each image's steps split)."""
+        n, k = start.shape[0], alphas.shape[1]
+        total = torch.zeros_like(start, memory_format=torch.contiguous_format)
+        per_row = max(1, self.batch_size // k) if self.batch_size >= k else 0
+        if per_row:
+            for s in chunks(n, per_row):
+                path = start[s].unsqueeze(1) + alphas * delta[s].unsqueeze(1)       # (n_s,K,…)
+                g = input_gradient(run, path.flatten(0, 1), targets[s].repeat_interleave(k), channels_last=cl)[0]
+                total[s] = (g.view(-1, k, *start.shape[1:]) * w).sum(1)
+        else:
+            for i in range(n):
+                for s in chunks(k, self.batch_size):
+                    path = start[i] + alphas[0, s] * delta[i]                       # (k_s,…)
+                    g = input_gradient(run, path, targets[i].expand(path.shape[0]), channels_last=cl)[0]
+                    total[i] += (g * w[0, s]).sum(0)
+        return total

@@ -210,15 +210,16 @@ def _fold(model: nn.Module, fmt: torch.memory_format) -> tuple[fx.GraphModule, i
         if (not isinstance(conv, nn.Conv2d) or len(prev.users) != 1 or bn.training or bn.running_mean is None
                 or bn.running_var is None or bn.num_features != conv.out_channels or prev.target in replace):
             continue
+        dt = torch.promote_types(conv.weight.dtype, torch.float32)  # float64 models fold in float64
         with torch.no_grad():
-            scale = torch.rsqrt(bn.running_var.float() + bn.eps)
+            scale = torch.rsqrt(bn.running_var.to(dt) + bn.eps)
             if bn.weight is not None:
-                scale = scale * bn.weight.float()
-            shift = -bn.running_mean.float() * scale
+                scale = scale * bn.weight.to(dt)
+            shift = -bn.running_mean.to(dt) * scale
             if bn.bias is not None:
-                shift = shift + bn.bias.float()
-            w = conv.weight.float() * scale.reshape(-1, 1, 1, 1)
-            b = shift if conv.bias is None else conv.bias.float() * scale + shift
+                shift = shift + bn.bias.to(dt)
+            w = conv.weight.to(dt) * scale.reshape(-1, 1, 1, 1)
+            b = shift if conv.bias is None else conv.bias.to(dt) * scale + shift
         replace[prev.target] = _private_conv(conv, w.to(conv.weight.dtype), b.to(conv.weight.dtype), fmt)
         node.replace_all_uses_with(prev)
         gm.graph.erase_node(node)
