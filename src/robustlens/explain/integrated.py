@@ -3,7 +3,10 @@
 The integral is a quadrature Σ_k w_k g(α_k): Riemann rules (left, right, middle, trapezoid) or Gauss–Legendre.
 All N·K interpolated images go through the model in chunks of ``batch_size`` (one forward/backward pass per
 chunk) on the BatchNorm-folded, channels-last private copy (see :func:`robustlens.explain._core.gradient_model`);
-f(x) and f(x') come from one extra forward pass without autograd. Completeness: Σ attributions = f(x) − f(x')
+f(x) and f(x') come from one extra forward pass without autograd. Where the copy starts with an affine map P
+(normalisation and the first convolution, :mod:`robustlens.explain._affine`), the path is walked after it —
+z_k = P(x') + α_k (P(x) − P(x')) — and Σ_k w_k ∇g(z_k) is pulled back through P once per image: the same
+integral (float64: equal to 1e-12), without a pass through P per step. Completeness: Σ attributions = f(x) − f(x')
 exactly for the exact integral; the quadrature's error is reported per image.
 """
 
