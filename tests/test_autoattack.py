@@ -94,6 +94,43 @@ def test_apgd_keep_drops_state_rows():
     assert z.shape == (2, 3, 5, 5) and rule.best_z.shape == (2, 3, 5, 5) and rule.gains.shape[1] == 2
 
 
+def test_apgd_t_target_groups_respect_the_batch_budget():
+    from robustlens.robust.autoattack.apgd import TARGET_BATCH_VALUES, target_groups
+
+    assert target_groups(9, 90, 28 * 28) == [range(0, 9)]                    # 810 MNIST digits in one run
+    assert target_groups(9, 500, 28 * 28) == [range(0, 2), range(2, 4), range(4, 6), range(6, 8), range(8, 9)]
+    assert target_groups(9, 20, 3 * 128 * 128) == [range(k, k + 1) for k in range(9)]   # one at a time
+    for n in (1, 7, 90, 1000):
+        for v in (784, 3 * 64 * 64):
+            groups = target_groups(9, n, v)
+            assert [k for g in groups for k in g] == list(range(9))
+            assert all(len(g) == 1 or len(g) * v * n <= TARGET_BATCH_VALUES for g in groups)
+
+
+@pytest.mark.parametrize("attack", ["apgd_t", "fab_t"])
+@pytest.mark.parametrize("eps", [0.05, 0.15, 0.3])
+def test_targets_in_one_batch_break_what_one_target_at_a_time_breaks(attack, eps, monkeypatch):
+    """On a linear model every targeted run reaches its optimum (APGD) or is exact (FAB), so whether an example
+    breaks does not depend on the start: stacking all targets in one batch must break the same examples."""
+    from robustlens.robust import autoattack
+    from robustlens.robust.autoattack import apgd as apgd_module
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(16, 6)).eval()
+    x = torch.rand(40, 1, 4, 4)
+    y = model(x).argmax(1).detach()
+    threat = make_threat("linf", eps)
+    runs = {}
+    for budget in (10**9, 1):                      # all targets together; one target per run
+        monkeypatch.setattr(apgd_module, "TARGET_BATCH_VALUES", budget)
+        adv = getattr(autoattack, attack)(model, x, y, eps=eps, steps=30, targets=5)
+        assert threat.contains(adv, x, tol=1e-6).all()
+        with torch.no_grad():
+            runs[budget] = model(adv).argmax(1) != y
+    assert torch.equal(runs[10**9], runs[1])
+    assert 0 < int(runs[1].sum()) < len(y) or eps == 0.3
+
+
 def test_apgd_beats_or_equals_pgd_at_equal_steps():
     from robustlens.optim.steps import SteepestStep, madry_step_size
 

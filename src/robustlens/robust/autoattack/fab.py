@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from robustlens.optim.threat import make_threat
-from robustlens.robust.autoattack.apgd import target_classes
+from robustlens.robust.autoattack.apgd import over_targets
 
 _BISECT = 25  # the bracket shrinks by 2^-25: float32 resolution
 
@@ -113,21 +113,19 @@ def fab_targeted_run(model: nn.Module, x0: torch.Tensor, y: torch.Tensor, t: tor
 def fab_t(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, norm: str = "linf", eps: float,
           steps: int = 100, targets: int = 9) -> torch.Tensor:
     """FAB-T against each of the top ``targets`` wrong classes in turn, only on the examples still correctly
-    classified within ε; ``x`` (N,C,H,W) in [0,1], ``y`` (N,). Returns candidates (N,C,H,W)."""
+    classified within ε (:func:`~robustlens.robust.autoattack.apgd.over_targets`: small inputs run several
+    targets in one batch; FAB has no random start, so each row runs as it would alone); ``x`` (N,C,H,W) in
+    [0,1], ``y`` (N,). Returns candidates (N,C,H,W)."""
     if norm not in ("linf", "l2"):
         raise ValueError(f"FAB-T supports linf and l2, not {norm}")
     threat = make_threat(norm, eps)
     with torch.no_grad():
         logits = model(x).float()
-    adv = x.clone()
-    alive = logits.argmax(1) == y
-    for tk in target_classes(logits, min(targets, logits.shape[1] - 1)):
-        idx = alive.nonzero().squeeze(1)
-        if len(idx) == 0:
-            break
-        cand = fab_targeted_run(model, x[idx], y[idx], tk[idx], norm=norm, eps=eps, steps=steps)
-        with torch.no_grad():
-            broke = (model(cand).argmax(1) != y[idx]) & threat.contains(cand, x[idx], tol=1e-6)
-        adv[idx[broke]] = cand[broke]
-        alive[idx[broke]] = False
-    return adv
+
+    def run(xs: torch.Tensor, ys: torch.Tensor, ts: torch.Tensor, k: int) -> torch.Tensor:
+        return fab_targeted_run(model, xs, ys, ts, norm=norm, eps=eps, steps=steps)
+
+    def broke(cand: torch.Tensor, xs: torch.Tensor, ys: torch.Tensor) -> torch.Tensor:
+        return (model(cand).argmax(1) != ys) & threat.contains(cand, xs, tol=1e-6)
+
+    return over_targets(x, y, logits, targets, run, broke)
