@@ -18,7 +18,8 @@ by 0.03·N down to 0.06·N) an example halves η and restarts from its best poin
 start with 0 in its count for condition 1, this rule compares it with the loss at the start.)
 
 :func:`apgd_ce` (cross-entropy) and :func:`apgd_t` (targeted DLR on the 9 classes ranked 2..10 by the clean
-logits, one run each on the examples still correctly classified) are thin recipes over the engine.
+logits, one run each on the examples still correctly classified; for small inputs several targets share one
+stacked batch, :func:`over_targets`) are thin recipes over the engine.
 """
 
 from __future__ import annotations
