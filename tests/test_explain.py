@@ -315,6 +315,33 @@ def test_no_affine_split_where_none_can_be_proved():
     assert _affine.split(tiny()) is None                       # not a torch.fx copy
 
 
+@pytest.mark.parametrize("form", ["keyword", "positional", "method"])
+def test_no_affine_split_when_the_rest_writes_into_its_input(form):
+    """The split's input is the leaf whose gradient is taken; an in-place activation right after the first
+    convolution (functional or method form, which the fused copy leaves as it is) would write into it. IG then
+    takes the whole-network path and still equals plain IG."""
+    from robustlens.explain import _affine
+    from robustlens.optim import fold
+
+    act = {"keyword": lambda t: F.relu(t, inplace=True), "positional": lambda t: F.relu(t, True),
+           "method": lambda t: t.relu_()}[form]
+
+    class InPlace(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv, self.bn, self.fc = nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.Linear(4, 5)
+
+        def forward(self, x):
+            return self.fc(act(self.bn(self.conv(x))).mean((2, 3)))
+
+    m, x, t = InPlace().eval(), images(2), torch.tensor([0, 1])
+    assert _affine.split(fold.prepared(m, x, channels_last=False)) is None
+    fast = IntegratedGradients(m).attribute(x, t, steps=4)
+    with speed.use(speed.PLAIN):
+        plain = IntegratedGradients(m).attribute(x, t, steps=4)
+    assert rel(fast.maps, plain.maps) < 1e-5
+
+
 def test_explain_api_two_models_to_dict(tmp_path):
     from robustlens.explain import explain
 

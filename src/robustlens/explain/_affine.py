@@ -92,6 +92,17 @@ def _batch_size_of(n: fx.Node) -> bool:
     return n.op == "call_method" and n.target == "size" and tuple(n.args[1:]) == (0,) and not n.kwargs
 
 
+def _in_place(n: fx.Node, gm: fx.GraphModule) -> bool:
+    """Whether ``n`` may write into its input: a module with ``inplace=True``, a trailing-underscore function or
+    method (``relu_``), an ``inplace=True`` keyword, or a literal ``True`` after the first argument (the
+    positional ``inplace`` of ``F.relu(x, True)``; a stray True elsewhere only costs the split, never the result)."""
+    if n.op == "call_module":
+        return bool(getattr(gm.get_submodule(str(n.target)), "inplace", False))
+    name = n.target if n.op == "call_method" else getattr(n.target, "__name__", "")
+    return (str(name).endswith("_") or n.kwargs.get("inplace") is True
+            or any(a is True for a in n.args[1:]))
+
+
 def _build(gm: fx.GraphModule) -> AffineSplit | None:
     graph, _ = _copy(gm.graph)
     found = _find_cut(gm, graph)
@@ -112,10 +123,8 @@ def _build(gm: fx.GraphModule) -> AffineSplit | None:
     prefix, suffix = fx.GraphModule(gm, prefix_graph), fx.GraphModule(gm, graph)
     for part in (prefix, suffix):
         part.graph.eliminate_dead_code()
-    for u in [u for n in suffix.graph.nodes if n.op == "placeholder" for u in n.users]:
-        m = suffix.get_submodule(str(u.target)) if u.op == "call_module" else None
-        if getattr(m, "inplace", False):      # z is the leaf whose gradient is taken: never write into it
-            return None
+    if any(_in_place(u, suffix) for u in z.users):   # z is the leaf whose gradient is taken: never write into it
+        return None
     x = next(n for n in suffix.graph.nodes if n.op == "placeholder" and n.name != z.name)
     if x.users:
         return None
