@@ -4,10 +4,12 @@ steps and rule, and the same result (max relative difference of the maps reporte
 Default: EfficientNet-Lite0 (the project default), 8 NIPS-17 images at 224 px, 50 Gauss–Legendre steps, black
 baseline; Captum's ``internal_batch_size`` at several values; robustlens at its default settings (the private
 fx copy: BatchNorm folded, "same" padding inlined, conv+ReLU6 fused; channels-last; gradients summed after the
-affine stem) with a few chunk sizes, and the same without the copy (``fold_bn=False``: channels-last only): on EfficientNet-Lite0 the folded copy's IG is measurably further from a float64 IG than
-Captum's (under load, 1 image, 10 steps: L2 relative 5.7e-3 against 1.3e-3 for the unfolded model, whose
-result equals Captum's float rounding), so both are timed. Timing: ``_timing.interleaved`` (median
-over repeats, rotating order). Compare ratios, and only from a quiet machine.
+affine stem) with a few chunk sizes, and the same without the copy (``fold_bn=False``: channels-last only).
+Every float32 result moves from the float64 IG by ~1e-2 of its maximum (ReLU6 kinks flip with rounding), so
+each row reports its distance to the float64 ground truth: session 3 measured the folded copy further from it
+than Captum (L2 5.7e-3 vs 1.3e-3, 1 image, 10 steps), session 6 closer (1.4e-3 vs 2.4e-3, 8 images, 50 steps).
+Timing: ``_timing.interleaved`` (median over repeats, rotating order). Compare ratios, and only from a quiet
+machine.
 
     python benchmarks/explain_ig_speed.py [--n 8] [--steps 50] [--repeats 3] [--threads N] [--json-out F]
     python benchmarks/explain_ig_speed.py --n 2 --steps 10 --repeats 1    # a quick check that it runs
