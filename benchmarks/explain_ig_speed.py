@@ -6,8 +6,9 @@ baseline; Captum's ``internal_batch_size`` at several values; robustlens at its 
 fx copy: BatchNorm folded, "same" padding inlined, conv+ReLU6 fused; channels-last; gradients summed after the
 affine stem) with a few chunk sizes, and the same without the copy (``fold_bn=False``: channels-last only).
 Every float32 result moves from the float64 IG by ~1e-2 of its maximum (ReLU6 kinks flip with rounding), so
-each row reports its distance to the float64 ground truth: session 3 measured the folded copy further from it
-than Captum (L2 5.7e-3 vs 1.3e-3, 1 image, 10 steps), session 6 closer (1.4e-3 vs 2.4e-3, 8 images, 50 steps).
+each row reports its distance to the float64 ground truth: an earlier run under load put the folded copy
+further from it than Captum (L2 5.7e-3 vs 1.2e-3, 2 images, 10 steps; docs/explain.md), session 6's idle run
+closer (1.4e-3 vs 2.4e-3, 8 images, 50 steps).
 Timing: ``_timing.interleaved`` (median over repeats, rotating order). Compare ratios, and only from a quiet
 machine.
 
