@@ -21,7 +21,6 @@ from dataclasses import dataclass
 
 import torch
 from torch import fx, nn
-from torch.nn import functional as F
 
 from robustlens.models.classifier import normalized
 from robustlens.optim import fold
@@ -75,8 +74,8 @@ def _find_cut(gm: fx.GraphModule, graph: fx.Graph) -> tuple[fx.Node, set[fx.Node
             elif isinstance(m, fold.ConvAct) and _affine_module(m.conv):
                 with graph.inserting_before(n):
                     conv = graph.call_module(f"{n.target}.conv", n.args)
-                    act = (graph.call_function(torch.relu, (conv,)) if m.attr == "relu"
-                           else graph.call_function(F.hardtanh, (conv, *m.scalars)))
+                    fn, extra = m.activation()
+                    act = graph.call_function(fn, (conv, *extra))
                 n.replace_all_uses_with(act)
                 graph.erase_node(n)
                 affine.add(conv)

@@ -153,6 +153,10 @@ class ConvAct(nn.Module):
         self.conv, self.act = conv, act
         self.attr, self.scalars = attr, scalars
 
+    def activation(self) -> tuple[Any, tuple[float, ...]]:
+        """(function, extra arguments) computing the activation out of place: ``fn(z, *args)``."""
+        return (torch.relu, ()) if self.attr == "relu" else (nn.functional.hardtanh, tuple(self.scalars))
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         w = self.conv.weight
         if (_POINTWISE is not None and x.device.type == "cpu" and x.dim() == 4 and x.dtype == torch.float32
