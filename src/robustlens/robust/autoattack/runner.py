@@ -26,6 +26,7 @@ import torch
 from torch import nn
 
 from robustlens.optim import speed
+from robustlens.optim.local import LocalEvaluator
 from robustlens.optim.prepare import PreparedModel, prepare
 from robustlens.optim.threat import make_threat
 from robustlens.robust.autoattack import flags as checks
@@ -83,6 +84,10 @@ def run_attack(name: str, settings: dict, model: nn.Module, x: torch.Tensor, y: 
         return apgd_ce(model, x, y, norm=norm, eps=eps, seed=seed, loss=name[5:], **s)
     if name == "apgd-t":
         return apgd_t(model, x, y, norm=norm, eps=eps, seed=seed, **s)
+    # L∞ Square on a chain of local layers recomputes only what each window changes (robustlens.optim.local)
+    evaluator = LocalEvaluator.build(model, x[:1]) if name == "square" and norm == "linf" else None
+    if evaluator is not None:
+        return square(model, x, y, norm=norm, eps=eps, seed=seed, evaluator=evaluator, **s)
     # FAB and Square run their own loops on the engine's prepared model: BatchNorm folded, channels-last
     # weights and inputs (a model without BatchNorm too), float32 (they decide success from every pass)
     fp32 = dataclasses.replace(speed.current(), precision="fp32", compile=False)
@@ -90,7 +95,7 @@ def run_attack(name: str, settings: dict, model: nn.Module, x: torch.Tensor, y: 
         fast = ExactLogits(prepared)
         if name == "fab-t":
             return fab_t(fast, x, y, norm=norm, eps=eps, **s)
-        return square(fast, x, y, norm=norm, eps=eps, seed=seed, **s)
+        return square(fast, x, y, norm=norm, eps=eps, seed=seed, evaluator=None, **s)
 
 
 class ExactLogits(nn.Module):
