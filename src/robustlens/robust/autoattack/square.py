@@ -103,22 +103,26 @@ def square(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, norm: str = "l
     clean_ok = margin(model(x), y) > 0
     best = torch.where((~clean_ok).view(-1, 1, 1, 1), x, best)  # already misclassified: nothing to do
     best_margin = torch.where(clean_ok, best_margin, torch.zeros_like(best_margin))
-    cached = torch.arange(len(x), device=x.device)  # the rows the evaluator holds
+    live = (best_margin > 0).nonzero().squeeze(1)   # the examples still attacked, and their working copies
+    xb, x0, yb, mb = best[live], x[live], y[live], best_margin[live]
+    if evaluator is not None:
+        evaluator.keep(live)
     for i in range(queries):
-        idx = (best_margin > 0).nonzero().squeeze(1)
-        if len(idx) == 0:
+        if len(live) == 0:
             break
-        cand, (top, left, s) = _proposal(best[idx], x[idx], eps, norm, fraction(i, p_init), gen, threat)
-        if evaluator is None:
-            m = margin(model(cand), y[idx])
-        else:
-            if len(idx) != len(cached):
-                evaluator.keep(torch.searchsorted(cached, idx))
-                cached = idx
-            m = margin(evaluator.try_window(cand, top, left, s), y[idx])
-        better = m < best_margin[idx]
+        cand, (top, left, s) = _proposal(xb, x0, eps, norm, fraction(i, p_init), gen, threat)
+        m = margin(evaluator.try_window(cand, top, left, s) if evaluator is not None else model(cand), yb)
+        better = m < mb
         if evaluator is not None:
             evaluator.commit(better)
-        best[idx[better]] = cand[better]
-        best_margin[idx[better]] = m[better]
+        xb = torch.where(better.view(-1, 1, 1, 1), cand, xb)
+        mb = torch.where(better, m, mb)
+        done = mb <= 0
+        if bool(done.any()):   # misclassified: it leaves
+            best[live] = xb
+            going = (~done).nonzero().squeeze(1)
+            live, xb, x0, yb, mb = live[going], xb[going], x0[going], yb[going], mb[going]
+            if evaluator is not None:
+                evaluator.keep(going)
+    best[live] = xb
     return best
