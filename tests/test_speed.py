@@ -256,6 +256,45 @@ def test_convolution_and_activation_run_as_one_call_with_the_same_gradient(monke
     assert torch.allclose(g_plain, g_model, atol=1e-5)
 
 
+class ReluPools(nn.Module):
+    """ReLU before max-pooling in every form fx records: a module (in place), F.relu, a method, a function."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.c1, self.c2, self.c3 = nn.Conv2d(1, 4, 3, padding=1), nn.Conv2d(4, 4, 3, padding=1), nn.Conv2d(4, 4, 3)
+        self.r1, self.p1 = nn.ReLU(inplace=True), nn.MaxPool2d(2)
+        self.p2, self.p3 = nn.MaxPool2d(3, stride=2, padding=1), nn.MaxPool2d(2, ceil_mode=True)
+        self.head = nn.Linear(4, 3)
+
+    def forward(self, x):
+        x = self.p1(self.r1(self.c1(x)))
+        x = self.p2(torch.nn.functional.relu(self.c2(x)))
+        x = self.p3(self.c3(x).relu())
+        return self.head(torch.relu(x).flatten(1))
+
+
+@pytest.mark.parametrize("with_zeros", [False, True])
+def test_relu_moves_after_max_pooling_with_identical_values_and_gradients(with_zeros):
+    model = ReluPools().eval()
+    x = torch.rand(6, 1, 16, 16) - 0.5
+    if with_zeros:  # windows whose largest value is exactly 0 or that hold only negatives and zeros
+        x = x.clamp_max(0)
+        x[:, :, ::2, ::2] = 0
+    fast = fold.prepared(model, x, channels_last=False)
+    assert fast is not model
+    order = [n.target if n.op != "call_module" else type(fast.get_submodule(n.target)).__name__
+             for n in fast.graph.nodes if n.op in ("call_module", "call_function", "call_method")]
+    pools = [i for i, t in enumerate(order) if t == "MaxPool2d"]
+    assert len(pools) == 3 and all(order[i + 1] is torch.nn.functional.relu for i in pools), order
+    xa, xb = x.clone().requires_grad_(True), x.clone().requires_grad_(True)
+    za, zb = model(xa), fast(xb)
+    assert torch.equal(za, zb)
+    ga, = torch.autograd.grad(za[:, 1].sum(), xa)
+    gb, = torch.autograd.grad(zb[:, 1].sum(), xb)
+    assert torch.equal(ga, gb)
+
+
 def test_padding_that_does_not_fit_is_left_alone():
     from efficientnet_lite_pytorch.utils import Conv2dStaticSamePadding
 
