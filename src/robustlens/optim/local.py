@@ -198,6 +198,7 @@ class _Step:
     crop: torch.Tensor | None = None
     put: torch.Tensor | None = None
     crop_hw: tuple[int, int] = (0, 0)
+    far: bool = False   # some changed pixel lies outside the crop
 
 
 @dataclass
@@ -248,9 +249,10 @@ class LocalEvaluator:
 
     def __init__(self, groups: list[_Group], tail: nn.Module):
         self.groups, self.tail = groups, tail
-        self._inputs: list[torch.Tensor] = []   # each group's input, padded
+        self._inputs: list[torch.Tensor | None] = []   # each local layer's input, padded
         self._tail_in = torch.empty(0)
         self._plans: dict[int, _Plan] = {}
+        self._bases: dict[tuple[int, int], torch.Tensor] = {}
         self._pending: tuple | None = None
 
     @classmethod
@@ -284,21 +286,36 @@ class LocalEvaluator:
     def reset(self, x: torch.Tensor) -> torch.Tensor:
         """Cache the layers' inputs at ``x`` (N,C,H,W); the logits (N,K)."""
         first = self.groups[0].pad(x)
-        first = first.clone(memory_format=_CL) if first is x else first.contiguous(memory_format=_CL)
-        self._inputs, self._tail_in, logits = self._run(0, first)   # the cache is written into: never x itself
+        if self.groups[0].window is not None:   # cached and written into: never x itself
+            first = first.clone(memory_format=_CL) if first is x else first.contiguous(memory_format=_CL)
+        self._inputs, self._tail_in, logits = self._run(0, first)
+        self._bases.clear()
         self._pending = None
         return logits
 
-    def _run(self, start: int, padded: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor, torch.Tensor]:
+    def _run(self, start: int, padded: torch.Tensor
+             ) -> tuple[list[torch.Tensor | None], torch.Tensor, torch.Tensor]:
         """Every group from ``start`` on whole maps, from that group's padded input: (the groups' padded
-        inputs, the tail's input, the logits)."""
-        levels = [padded]
-        t = self.groups[start].apply(padded)
-        for g in self.groups[start + 1:]:
-            levels.append(g.pad(t).contiguous(memory_format=_CL))
-            t = g.apply(levels[-1])
+        inputs — None for a group without a local layer, whose input is never read again —, the tail's input,
+        the logits)."""
+        levels: list[torch.Tensor | None] = []
+        t = padded
+        for i, g in enumerate(self.groups[start:]):
+            if i:
+                padded = g.pad(t)
+                if g.window is not None:
+                    padded = padded.contiguous(memory_format=_CL)
+            levels.append(padded if g.window is not None else None)
+            t = g.apply(padded)
         t = t.contiguous(memory_format=_CL)
         return levels, t, self.tail(t)
+
+    def _base(self, n: int, area: int) -> torch.Tensor:
+        """(n,) first :func:`_pixels` row of each image in maps of ``area`` pixels."""
+        base = self._bases.get((n, area))
+        if base is None:
+            base = self._bases[(n, area)] = torch.arange(n, device=self._tail_in.device) * area
+        return base
 
     # --- windows ------------------------------------------------------------------------------------------
 
@@ -324,6 +341,7 @@ class LocalEvaluator:
                     plan = self._plans[s] = _Plan(inp, steps, step, i, w0 - s + 1)
                     return plan
                 step.crop, step.put = _table(crops_h, crops_w, wp, device), _table(puts_h, puts_w, len_w, device)
+                step.far = bool((step.put >= _FAR).any())
                 step.crop_hw, r_h, r_w = (len_h, len_w), r_out_h, r_out_w
             steps.append(step)
         last = _Step(_table(spans(starts_h, r_h), spans(starts_w, r_w), self.groups[-1].out_hw[1], device))
@@ -336,33 +354,34 @@ class LocalEvaluator:
         plan = self._plan(size, points.device)
         n = len(top)
         pos = top * plan.width + left
-        rows = torch.arange(n, device=points.device)
         # the window's pixels, b-major then row then column: (n·s·s, C)
         region = _pixels(points.contiguous(memory_format=_CL)).index_select(
-            0, _index(plan.inp, pos, rows * (points.shape[-2] * points.shape[-1])))
+            0, _index(plan.inp, pos, self._base(n, _area(points))))
         r_hw, regions = (size, size), []
         for i, step in enumerate(plan.steps):
-            g = self.groups[i]
+            g, cached = self.groups[i], self._inputs[i]
             regions.append(region)
-            if step.crop is None or step.put is None:   # element-wise layers only: the window stays put
+            if cached is None or step.crop is None or step.put is None:   # element-wise: the window stays put
                 t = region.view(n, *r_hw, -1).permute(0, 3, 1, 2)
                 region = _pixels(g.apply(t).contiguous(memory_format=_CL))
                 continue
-            cached = self._inputs[i]
             (len_h, len_w), c = step.crop_hw, cached.shape[1]
-            buf = cached.new_empty(n * len_h * len_w + 1, c)   # the crop, and a spare row for _FAR
-            torch.index_select(_pixels(cached), 0, _index(step.crop, pos, rows * _area(cached)), out=buf[:-1])
-            put = _index(step.put, pos, rows * (len_h * len_w)).clamp_max_(n * len_h * len_w)
-            buf.index_copy_(0, put, region)
-            out = g.apply(buf[:-1].view(n, len_h, len_w, c).permute(0, 3, 1, 2)).contiguous(memory_format=_CL)
+            buf = cached.new_empty(n * len_h * len_w + step.far, c)   # the crop (and a spare row for _FAR)
+            crop = buf[:n * len_h * len_w]
+            torch.index_select(_pixels(cached), 0, _index(step.crop, pos, self._base(n, _area(cached))), out=crop)
+            put = _index(step.put, pos, self._base(n, len_h * len_w))
+            buf.index_copy_(0, put.clamp_max_(n * len_h * len_w) if step.far else put, region)
+            out = g.apply(crop.view(n, len_h, len_w, c).permute(0, 3, 1, 2)).contiguous(memory_format=_CL)
             r_hw, region = (out.shape[-2], out.shape[-1]), _pixels(out)
         if plan.whole_from is not None:
-            padded = self._inputs[plan.whole_from].clone(memory_format=_CL)
-            _pixels(padded).index_copy_(0, _index(plan.last.at, pos, rows * _area(padded)), region)
+            whole = self._inputs[plan.whole_from]
+            assert whole is not None   # a group run on whole maps has a local layer
+            padded = whole.clone(memory_format=_CL)
+            _pixels(padded).index_copy_(0, _index(plan.last.at, pos, self._base(n, _area(padded))), region)
             levels, tail_in, logits = self._run(plan.whole_from, padded)
         else:
             levels, tail_in = [], self._tail_in.clone(memory_format=_CL)
-            _pixels(tail_in).index_copy_(0, _index(plan.last.at, pos, rows * _area(tail_in)), region)
+            _pixels(tail_in).index_copy_(0, _index(plan.last.at, pos, self._base(n, _area(tail_in))), region)
             logits = self.tail(tail_in)
         self._pending = (plan, pos, regions, levels, tail_in)
         return logits
@@ -378,16 +397,19 @@ class LocalEvaluator:
             return
         n, at = len(pos), pos[rows]
         for cached, step, region in zip(self._inputs, plan.steps, regions):
-            _pixels(cached).index_copy_(0, _index(step.at, at, rows * _area(cached)),
-                                        region.view(n, -1, region.shape[-1])[rows].flatten(0, 1))
+            if cached is not None:
+                _pixels(cached).index_copy_(0, _index(step.at, at, rows * _area(cached)),
+                                            region.view(n, -1, region.shape[-1])[rows].flatten(0, 1))
         for cached, level in zip(self._inputs[len(plan.steps):], levels):
-            cached[rows] = level[rows]
+            if cached is not None and level is not None:
+                cached[rows] = level[rows]
         self._tail_in[rows] = tail_in[rows]
 
     def keep(self, rows: torch.Tensor) -> None:
         """Keep only the cached points ``rows`` (an index tensor), in that order."""
-        self._inputs = [t[rows].contiguous(memory_format=_CL) for t in self._inputs]
+        self._inputs = [None if t is None else t[rows].contiguous(memory_format=_CL) for t in self._inputs]
         self._tail_in = self._tail_in[rows].contiguous(memory_format=_CL)
+        self._bases.clear()
         self._pending = None
 
 
