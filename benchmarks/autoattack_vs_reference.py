@@ -34,6 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _shared import SHARED, require  # noqa: E402
 
 ATTACKS = ("apgd-ce", "apgd-t", "fab-t", "square")
+LIBRARIES = ("robustlens", "torchattacks", "reference", "torchattacks-100")
 SETUPS = {
     "advtrained": ("mnist_lenet5", "models/advertorch_mnist_lenet5_advtrained.pt", "linf", 0.3),
     "clntrained": ("mnist_lenet5", "models/advertorch_mnist_lenet5_clntrained.pt", "linf", 0.3),
@@ -90,12 +91,17 @@ def run_reference(model, x, y, norm, eps, bs, path: str) -> dict:
             "seconds": seconds}
 
 
-def run_torchattacks(model, x, y, norm, eps, bs) -> dict:
-    """torchattacks' AutoAttack, its four attacks run in turn on the examples still robust (as its MultiAttack)."""
+def run_torchattacks(model, x, y, norm, eps, bs, steps: int | None = None) -> dict:
+    """torchattacks' AutoAttack, its four attacks run in turn on the examples still robust (as its MultiAttack);
+    ``steps``: APGD, APGD-T and FAB run that many steps instead of torchattacks' default 10 (100 = the
+    reference's work)."""
     import torchattacks
 
     aa = torchattacks.AutoAttack(model, norm={"linf": "Linf", "l2": "L2"}[norm], eps=eps, version="standard",
                                  n_classes=10, seed=0)
+    if steps is not None:
+        for atk in aa._autoattack.attacks[:3]:
+            atk.steps = steps
     with torch.no_grad():
         robust = model(x).argmax(1) == y
     adv = x.clone()
@@ -129,8 +135,8 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=100)
     ap.add_argument("--batch-size", type=int, default=500)
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--only", nargs="+", choices=["robustlens", "torchattacks", "reference"],
-                    default=["robustlens", "torchattacks", "reference"])
+    ap.add_argument("--only", nargs="+", choices=LIBRARIES, default=["robustlens", "torchattacks", "reference"],
+                    help="torchattacks-100: torchattacks with the reference's 100 steps for APGD, APGD-T and FAB")
     ap.add_argument("--reference-path", default="/work/ext/auto-attack")
     ap.add_argument("--cache", default=str(Path(__file__).resolve().parents[1] / "out" / "autoattack_cache"))
     ap.add_argument("--json-out")
@@ -145,22 +151,22 @@ def main() -> None:
         print(f"running {lib} ...", file=sys.stderr, flush=True)
         if lib == "reference":
             r = run_reference(model, x, y, norm, eps, args.batch_size, args.reference_path)
-        elif lib == "torchattacks":
-            r = run_torchattacks(model, x, y, norm, eps, args.batch_size)
+        elif lib.startswith("torchattacks"):
+            r = run_torchattacks(model, x, y, norm, eps, args.batch_size, steps=100 if lib.endswith("100") else None)
         else:
             r = run_robustlens(model, x, y, norm, eps, args.batch_size)
         r["robust_accuracy"] = float(r.pop("robust").float().mean())
         r["robust_count"] = round(r["robust_accuracy"] * len(y))
         r["seconds"] = round(r["seconds"], 1)
         (cache / f"{args.model}_{args.n}_{lib}.json").write_text(json.dumps(r, indent=1))
-    table = {lib: json.loads(p.read_text()) for lib in ("robustlens", "torchattacks", "reference")
+    table = {lib: json.loads(p.read_text()) for lib in LIBRARIES
              if (p := cache / f"{args.model}_{args.n}_{lib}.json").exists()}
     print(f"{args.model}: n={args.n}, {norm} eps={eps:g}, clean accuracy {clean:.3f} (threads {args.threads}, "
           "timings under whatever load the machine had)")
-    print(f"{'library':13s} " + " ".join(f"{a:>9s}" for a in ATTACKS) + "   robust (count)   seconds")
+    print(f"{'library':16s} " + " ".join(f"{a:>9s}" for a in ATTACKS) + "   robust (count)   seconds")
     for lib, r in table.items():
         cells = " ".join(f"{r['after'].get(a, float('nan')):9.3f}" for a in ATTACKS)
-        print(f"{lib:13s} {cells}   {r['robust_accuracy']:.3f} ({r['robust_count']})   {r['seconds']}")
+        print(f"{lib:16s} {cells}   {r['robust_accuracy']:.3f} ({r['robust_count']})   {r['seconds']}")
     out = {"model": args.model, "n": args.n, "norm": norm, "eps": eps, "clean_accuracy": clean, "results": table}
     if args.json_out:
         Path(args.json_out).write_text(json.dumps(out, indent=1))
