@@ -259,6 +259,8 @@ class LocalEvaluator:
     def build(cls, model: nn.Module, probe: torch.Tensor) -> LocalEvaluator | None:
         """An evaluator for ``model`` at inputs shaped like ``probe`` (1,C,H,W), or None where the model is not
         such a chain (or its chain gives other logits than the model on the probe)."""
+        if probe.dim() != 4:
+            return None
         try:
             gm = fx.symbolic_trace(model)
             found = _chain(gm)
