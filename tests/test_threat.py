@@ -83,6 +83,37 @@ def test_projection_is_the_nearest_point(norm, seed, frac):
         assert float(inner.max()) <= 1e-4 * max(1.0, float((z.double() - p).norm()))
 
 
+def _l2_bisection64(z: torch.Tensor, x0: torch.Tensor, eps: float) -> torch.Tensor:
+    """An independent reference in float64: bisection on t for x(t) = clip(x0 + t(z − x0)), 80 halvings."""
+    z, x0 = z.double(), x0.double()
+    d = z - x0
+    lo, hi = torch.zeros(len(z), dtype=torch.float64), torch.ones(len(z), dtype=torch.float64)
+    for _ in range(80):
+        mid = (lo + hi) / 2
+        ok = ((x0 + mid.view(-1, 1, 1, 1) * d).clamp(0, 1) - x0).flatten(1).norm(dim=1) <= eps
+        lo, hi = torch.where(ok, mid, lo), torch.where(ok, hi, mid)
+    return (x0 + lo.view(-1, 1, 1, 1) * d).clamp(0, 1)
+
+
+@FAST
+@given(st.integers(0, 10_000), st.integers(1, 5), st.sampled_from([4, 16, 40]), st.floats(0.05, 3.0),
+       st.floats(0.01, 0.9))
+def test_l2_projection_matches_a_float64_bisection(seed, n, size, spread, frac):
+    """The active-set solution is the projection a float64 bisection finds (to float32 rounding), on images
+    with many saturated pixels and so many clip points; it is feasible and the ball constraint is active."""
+    x0 = images(seed, n, size)
+    eps = frac * math.sqrt(x0[0].numel()) * 0.3
+    z = x0 + spread * torch.randn(x0.shape, generator=torch.Generator().manual_seed(seed + 3))
+    threat = L2(eps)
+    p = threat.project(z, x0)
+    ref = _l2_bisection64(z, x0, eps)
+    assert_feasible(threat, p, x0)
+    assert float((p.double() - ref).abs().max()) <= 2e-5
+    clipped_outside = threat.norm((z.clamp(0, 1) - x0)) > eps
+    active = threat.norm(p - x0)[clipped_outside]
+    assert bool((active >= eps * (1 - 1e-5)).all())
+
+
 def test_l2_projection_beats_project_then_clip():
     """The exact ball∩box projection is closer to z than the common ball-then-clip approximation."""
     x0 = torch.tensor([[0.95, 0.5, 0.05]]).view(1, 3, 1, 1)

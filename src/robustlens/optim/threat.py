@@ -18,8 +18,9 @@ one-parameter family that is monotone in the parameter:
 - L2: x(t) = clip(x₀ + t·(z − x₀), 0, 1), t ∈ [0, 1], and ‖x(t) − x₀‖₂ grows with t;
 - L1: x(λ) = clip(x₀ + soft(z − x₀, λ), 0, 1), λ ≥ 0, and ‖x(λ) − x₀‖₁ shrinks as λ grows;
 
-so a per-example bisection finds the parameter where the constraint is active; the feasible end of the
-bracket is returned, so the constraint holds exactly (in floating point, as computed by :meth:`norm`).
+so a per-example search finds the parameter where the constraint is active (L2: an active-set iteration on
+the pixels clipped at t, a few rounds, see ``_l2_scale``; L1: a bisection), and the point returned is on the
+feasible side, so the constraint holds exactly (in floating point, as computed by :meth:`norm`).
 """
 
 from __future__ import annotations
@@ -124,15 +125,15 @@ class L2(ThreatModel):
             return clipped
         idx = outside.nonzero().squeeze(1)
         di, x0i = d[idx], x0[idx]
-        lo = torch.zeros(len(idx), device=x.device, dtype=x.dtype)  # feasible: x(0) = x0
-        hi = torch.ones_like(lo)  # infeasible
-        for _ in range(_BISECTION_STEPS):
-            mid = (lo + hi) / 2
-            ok = self.norm((x0i + per_example(mid, di) * di).clamp(0, 1) - x0i) <= self.eps
-            lo = torch.where(ok, mid, lo)
-            hi = torch.where(ok, hi, mid)
+        t = _l2_scale(flat(di), flat(x0i), self.eps)
+        for k in range(_BISECTION_STEPS):  # float rounding may leave a hair outside: step back, doubling
+            p = (x0i + per_example(t, di) * di).clamp(0, 1)
+            over = self.norm(p - x0i) > self.eps
+            if not bool(over.any()):
+                break
+            t = torch.where(over, t * (1 - 2.0 ** (k - 23)), t)
         out = clipped.clone()
-        out[idx] = (x0i + per_example(lo, di) * di).clamp(0, 1)
+        out[idx] = p
         return out
 
     def norm(self, delta):
@@ -242,3 +243,31 @@ def make_threat(norm: str, eps: float | None) -> ThreatModel:
     if eps is None:
         raise ValueError(f"norm {key} needs eps")
     return _NORMS[key](eps)
+
+
+def _l2_scale(d: torch.Tensor, x0: torch.Tensor, eps: float, max_rounds: int = 100) -> torch.Tensor:
+    """(N,): the largest t ∈ [0, 1] with ‖clip(x₀ + t·d, 0, 1) − x₀‖₂ ≤ ε, for rows d, x₀ (N, D) where t = 1 is
+    infeasible.
+
+    Pixel i hits the box at τᵢ (x₀ᵢ + τᵢdᵢ ∈ {0, 1}), so f(t) = ‖x(t) − x₀‖² = Σ dᵢ²·min(t, τᵢ)². An active-set
+    iteration: with A = {i : τᵢ < tₖ} (the pixels clipped at tₖ), solve Σ_A dᵢ²τᵢ² + t²·Σ_{not A} dᵢ² = ε² for
+    tₖ₊₁. That model is ≥ f on [tₖ, 1] (it counts the pixels not in A as unclipped), so every tₖ₊₁ is feasible
+    and tₖ₊₁ ≥ tₖ (from t₀ = 1 the same holds on [0, 1]); it stops when A stops growing, exactly at the root of
+    f(t) = ε². Three or four rounds in practice (each a few passes over the data), against the 40 of a
+    bisection; ``max_rounds`` bounds pathological cases (the t reached is then feasible, a little short)."""
+    room = torch.where(d > 0, 1 - x0, -x0)
+    tau = (room / torch.where(d != 0, d, torch.ones_like(d))).clamp(0, 1)
+    a = d.square()
+    b = a * tau.square()
+    total = a.sum(1)
+    t = torch.ones_like(total)
+    count = torch.full_like(total, -1)
+    for _ in range(max_rounds):
+        clipped = (tau < t.unsqueeze(1)).to(a.dtype)
+        now = clipped.sum(1)
+        if bool((now == count).all()):
+            break
+        count = now
+        inside = total - (a * clipped).sum(1)
+        t = ((eps * eps - (b * clipped).sum(1)).clamp_min(0) / inside.clamp_min(1e-30)).sqrt().clamp_max(1)
+    return t
