@@ -118,7 +118,8 @@ class _Branchy(nn.Module):
 def test_a_residual_net_is_local_up_to_its_first_fork():
     model = _Residual().double().eval()
     x = torch.rand(5, 1, 8, 8, dtype=torch.float64)
-    ev = LocalEvaluator.build(model, x[:1])
+    assert LocalEvaluator.build(model, x[:1]) is None   # conv1 is 19% of its multiply-adds: not worth it
+    ev = LocalEvaluator.build(model, x[:1], min_share=0.0)
     assert ev is not None and len(ev.groups) == 1   # conv1 + ReLU; the rest runs whole
     cand = x.clone()
     cand[:, :, 2:5, 3:6] = 0.5
