@@ -260,6 +260,8 @@ def test_cli_square_json_is_strict_and_breakdown_is_reported(tmp_path, capsys):
     out = json.loads(capsys.readouterr().out, parse_constant=lambda c: pytest.fail(f"non-strict JSON: {c}"))
     assert out["n"] == 20 and out["manifest"]["attacks"][0]["name"] == "square"
     assert out["manifest"]["attacks"][0]["queries"] == 50
+    from robustlens._version import version
+    assert out["manifest"]["versions"]["robustlens"] == version() != "unknown"   # installed in the test venv
     b = out["breakdown"][0]
     assert b["robust_correct"] == out["robust_correct"] and set(b["robust_accuracy_after"]) == {"square"}
     assert sum(b["broken_by"].values()) == 20 and len(out["per_example"]["0.3"]) == 20

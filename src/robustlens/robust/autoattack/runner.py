@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from robustlens._version import version as robustlens_version
 from robustlens.optim import speed
 from robustlens.optim.local import LocalEvaluator
 from robustlens.optim.prepare import PreparedModel, prepare
@@ -209,8 +210,6 @@ def autoattack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, norm: str 
 
 def manifest_settings(steps: list[tuple[str, dict]], *, attack: str, version: str, norm: str, seed: int) -> dict:
     """Every setting of what ran (enough to rerun it), JSON-ready."""
-    import robustlens
-
     return {"attack": attack, "version": version, "norm": norm, "seed": seed,
             "attacks": [{"name": a, **s} for a, s in steps],
-            "versions": {"robustlens": getattr(robustlens, "__version__", "unknown"), "torch": torch.__version__}}
+            "versions": {"robustlens": robustlens_version(), "torch": torch.__version__}}
