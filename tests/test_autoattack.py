@@ -197,6 +197,17 @@ def test_square_needs_no_gradients_and_stays_in_the_ball():
         assert torch.equal(square(blocked, x, y, norm="linf", eps=0.3, queries=100, seed=0), adv)
 
 
+def test_on_attack_reports_each_attack_with_the_accuracy_after_it():
+    from robustlens.robust.autoattack.runner import autoattack
+
+    model, x, y = _mnist(12, "advtrained")
+    seen: list[tuple[str, float]] = []
+    plan = [("apgd-ce", {"steps": 5, "restarts": 1}), ("square", {"queries": 30, "p_init": 0.8})]
+    res = autoattack(model, x, y, eps=0.3, attacks_plan=plan, checks_on=False,
+                     on_attack=lambda name, acc: seen.append((name, acc)))
+    assert seen == [(a, res.robust_after[a]) for a, _ in plan]
+
+
 # --- flags --------------------------------------------------------------------------------------------------
 
 class Quantised(nn.Module):

@@ -99,8 +99,13 @@ def evaluate_autoattack(model: nn.Module, dataset, *, norm: str = "linf", eps: S
     loader = DataLoader(dataset, batch_sampler=[all_batches[b] for b in mine], num_workers=workers)
     codes = torch.zeros(len(eps), len(dataset), dtype=torch.float64)  # 0: not mine, 1: robust, 2: clean, 3+j
     counts = torch.zeros(len(COUNT_KEYS), dtype=torch.float64)
-    bar = tqdm(total=len(mine) * len(eps), desc="autoattack", disable=not (progress and ctx.is_main),
-               dynamic_ncols=True)
+    bar = tqdm(total=len(mine) * len(eps) * len(steps), desc=attack, unit="attack",
+               disable=not (progress and ctx.is_main), dynamic_ncols=True)
+
+    def tick(name: str, robust: float) -> None:   # one step per attack: a batch of AutoAttack takes minutes
+        bar.set_postfix_str(f"{name}: {robust:.0%} of the batch robust", refresh=False)
+        bar.update(1)
+
     try:
         for b, (x, y) in zip(mine, loader):
             x, y = x.to(device), y.to(device)
@@ -108,10 +113,9 @@ def evaluate_autoattack(model: nn.Module, dataset, *, norm: str = "linf", eps: S
             for i, e in enumerate(eps):
                 res = autoattack(model, x, y, norm=norm, eps=e, attack=attack, version=version,
                                  seed=seed + b * SEED_STRIDE + i, batch_size=batch_size, checks_on=False,
-                                 attacks_plan=steps)
+                                 attacks_plan=steps, on_attack=tick)
                 codes[i, ids] = torch.tensor([1.0 if c is None else 2.0 if c == "clean" else 3.0 + names.index(c)
                                               for c in res.broken_by], dtype=torch.float64)
-                bar.update(1)
             model.eval()
             c = model_counts(model, x, y, res.clean, norm=norm, large_eps=(b == 0), seed=seed)
             counts += torch.tensor([float(c[k]) for k in COUNT_KEYS], dtype=torch.float64)

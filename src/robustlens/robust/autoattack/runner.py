@@ -164,11 +164,13 @@ def model_counts(model: nn.Module, x: torch.Tensor, y: torch.Tensor, clean: torc
 
 def autoattack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, norm: str = "linf", eps: float,
                attack: str = "autoattack", version: str = "standard", seed: int = 0, batch_size: int = 500,
-               checks_on: bool = True, attacks_plan: list[tuple[str, dict]] | None = None) -> AutoAttackResult:
+               checks_on: bool = True, attacks_plan: list[tuple[str, dict]] | None = None,
+               on_attack: Callable[[str, float], None] | None = None) -> AutoAttackResult:
     """Attack ``x`` (N,C,H,W in [0,1]) with labels ``y`` (N,) at ``eps`` (pixel units) with the attacks of
     ``attack``/``version`` in turn, each on the examples still robust (in chunks of ``batch_size``). With
     ``checks_on`` the model checks of :mod:`~robustlens.robust.autoattack.flags` run too (eval mode is used;
-    the model's modes are restored). ``attacks_plan`` replaces the (attack, settings) list of :func:`plan`."""
+    the model's modes are restored). ``attacks_plan`` replaces the (attack, settings) list of :func:`plan`;
+    ``on_attack(name, robust_accuracy)`` is called after each attack (progress bars)."""
     steps = attacks_plan or plan(attack, version)
     threat = make_threat(norm, eps)
     modes = [m.training for m in model.modules()]
@@ -195,6 +197,8 @@ def autoattack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, norm: str 
                     broken_by[r] = name
             after[name] = float(robust.float().mean())
             seconds[name] = time.perf_counter() - t0
+            if on_attack is not None:
+                on_attack(name, after[name])
         counts = model_counts(model, x, y, clean, norm=norm, large_eps=checks_on, seed=seed) if checks_on else {}
     finally:
         for m, t in zip(model.modules(), modes):
