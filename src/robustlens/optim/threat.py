@@ -131,7 +131,7 @@ class L2(ThreatModel):
             over = self.norm(p - x0i) > self.eps
             if not bool(over.any()):
                 break
-            t = torch.where(over, t * (1 - 2.0 ** (k - 23)), t)
+            t = torch.where(over, t * (1 - min(2.0 ** (k - 23), 1.0)), t)
         out = clipped.clone()
         out[idx] = p
         return out
