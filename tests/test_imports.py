@@ -113,3 +113,11 @@ def test_benchmarks_and_scripts_import_names_that_exist():
             if not hasattr(mod, name) and importlib.util.find_spec(f"{module}.{name}") is None:
                 missing.append(f"{path.name}: from {module} import {name}")
     assert not missing, missing
+
+
+def test_version_attribute_is_the_installed_distribution():
+    from importlib.metadata import version
+
+    import robustlens
+
+    assert robustlens.__version__ == version("robustlens")

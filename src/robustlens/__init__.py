@@ -45,6 +45,10 @@ __all__ = ["Classifier", "Targeted", "TrainConfig", "Untargeted", "attack", "cla
 
 
 def __getattr__(name: str) -> Any:
+    if name == "__version__":  # the installed distribution's, as ``robustlens --version`` prints it
+        from robustlens._version import version
+
+        return version()
     module = _EXPORTS.get(name)
     if module is None:
         raise AttributeError(f"module 'robustlens' has no attribute {name!r}")
