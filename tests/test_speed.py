@@ -295,6 +295,32 @@ def test_relu_moves_after_max_pooling_with_identical_values_and_gradients(with_z
     assert torch.equal(ga, gb)
 
 
+class SharedInplaceRelu(nn.Module):
+    """An in-place ReLU before a max-pooling whose input is read again afterwards (rectified, by the in-place op)."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.conv, self.bn = nn.Conv2d(1, 4, 3, padding=1), nn.BatchNorm2d(4)
+        self.relu, self.pool, self.head = nn.ReLU(inplace=True), nn.MaxPool2d(2), nn.Linear(4 * 4 * 4, 3)
+
+    def forward(self, x):
+        a = self.bn(self.conv(x))
+        return self.head(self.pool(self.relu(a)).flatten(1)) + a.mean((1, 2, 3))[:, None]
+
+
+def test_relu_whose_input_is_read_again_stays_before_its_pool():
+    model = SharedInplaceRelu()
+    with torch.no_grad():
+        model.bn.running_mean.uniform_(-0.5, 0.5)
+    model.eval()
+    x = torch.rand(3, 1, 8, 8) - 0.5
+    fast = fold.prepared(model, x, channels_last=False)
+    assert fast is not model   # the BatchNorm is still folded: the copy is kept, without the swap
+    with torch.no_grad():
+        assert torch.allclose(fast(x), model(x.clone()), atol=1e-5)
+
+
 def test_padding_that_does_not_fit_is_left_alone():
     from efficientnet_lite_pytorch.utils import Conv2dStaticSamePadding
 

@@ -208,7 +208,8 @@ def _is_relu(node: fx.Node, modules: dict[str, nn.Module]) -> bool:
 
 
 def _pool_before_relu(gm: fx.GraphModule) -> int:
-    """Rewrite each ReLU → MaxPool2d pair (the ReLU feeding only the pool) as MaxPool2d → ReLU; returns how many.
+    """Rewrite each ReLU → MaxPool2d pair (the ReLU feeding only the pool, its input feeding only the ReLU) as
+    MaxPool2d → ReLU; returns how many.
 
     max(relu(a), relu(b), …) = relu(max(a, b, …)) because ReLU is non-decreasing, and the gradient goes to the
     same element (the first maximum; a window without a positive element gets none either way), so values and
@@ -220,8 +221,9 @@ def _pool_before_relu(gm: fx.GraphModule) -> int:
         m = modules.get(str(pool.target)) if pool.op == "call_module" else None
         relu = pool.args[0] if pool.args else None
         if (type(m) is not nn.MaxPool2d or m.return_indices or len(pool.args) != 1 or pool.kwargs
-                or not isinstance(relu, fx.Node) or len(relu.users) != 1 or not _is_relu(relu, modules)):
-            continue
+                or not isinstance(relu, fx.Node) or len(relu.users) != 1 or not _is_relu(relu, modules)
+                or not isinstance(relu.args[0], fx.Node) or len(relu.args[0].users) != 1):
+            continue   # (an in-place ReLU whose input is read again must stay where it is)
         with gm.graph.inserting_after(pool):
             new_pool = gm.graph.call_module(str(pool.target), relu.args)
         with gm.graph.inserting_after(new_pool):
