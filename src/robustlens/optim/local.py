@@ -289,8 +289,8 @@ class LocalEvaluator:
                 want = model(probe)
         except Exception:  # untraceable or unusual: the caller runs the model as it is
             return None
-        local, total = head.get_total_flops(), head.get_total_flops() + rest.get_total_flops()
-        if local < min_share * total:
+        local = head.get_total_flops()
+        if local < min_share * (local + rest.get_total_flops()):
             return None
         if got.shape != want.shape or not torch.allclose(got, want, rtol=1e-4, atol=1e-4 * float(want.abs().max())):
             return None
