@@ -126,12 +126,12 @@ class L2(ThreatModel):
         idx = outside.nonzero().squeeze(1)
         di, x0i = d[idx], x0[idx]
         t = _l2_scale(flat(di), flat(x0i), self.eps)
-        for k in range(_BISECTION_STEPS):  # float rounding may leave a hair outside: step back, doubling
+        for k in range(25):  # float rounding may leave a hair outside: step back, doubling (t = 0 after k = 23)
             p = (x0i + per_example(t, di) * di).clamp(0, 1)
             over = self.norm(p - x0i) > self.eps
             if not bool(over.any()):
                 break
-            t = torch.where(over, t * (1 - min(2.0 ** (k - 23), 1.0)), t)
+            t = torch.where(over, t * (1 - 2.0 ** (k - 23)), t)
         out = clipped.clone()
         out[idx] = p
         return out
