@@ -63,7 +63,7 @@ def test_resume_after_interruption_matches_uninterrupted_run(tmp_path):
     assert res.resumed_from == 6 and res.steps == ref.steps == 12
     for (k, a), b in zip(ref_model.net.state_dict().items(), model.net.state_dict().values()):
         assert torch.equal(a, b), k
-    assert res.final == {**ref.final, "seconds": res.final["seconds"]}
+    assert res.final == {**ref.final, "seconds": res.final["seconds"], "seconds_total": res.final["seconds_total"]}
     log = [json.loads(line) for line in (tmp_path / "cut" / "metrics.jsonl").read_text().splitlines()]
     ref_log = [json.loads(line) for line in (tmp_path / "ref" / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in log] == [r["step"] for r in ref_log]  # steps logged after the checkpoint: dropped

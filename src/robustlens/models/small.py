@@ -152,18 +152,26 @@ class BasicBlock(nn.Module):
 
 
 class ImagenetteResNet(nn.Module):
-    """A small ResNet for 64×64 inputs (torchvision layer names: ``conv1``, ``layer1..4``, ``avgpool``,
-    ``fc``): a 3×3 stride-2 stem, one basic block per stage with widths ``widths``; (N,3,S,S) -> (N,classes).
-    At 64 px: layer1 32×32, layer2 16×16, layer3 8×8, layer4 4×4."""
+    """A small ResNet of basic blocks (torchvision layer names: ``conv1``, ``maxpool``, ``layer1..4``,
+    ``avgpool``, ``fc``): a 3×3 stride-2 stem, optionally a 3×3 stride-2 max-pooling after it (``stem_pool``),
+    then ``blocks[i]`` basic blocks of width ``widths[i]`` per stage (stride 2 from the second stage on);
+    (N,3,S,S) -> (N,classes). Without the pooling at 64 px: layer1 32×32, layer2 16×16, layer3 8×8, layer4 4×4;
+    with it, every stage is half as large."""
 
-    def __init__(self, num_classes: int = 10, widths: tuple[int, ...] = (16, 32, 64, 128)):
+    def __init__(self, num_classes: int = 10, widths: tuple[int, ...] = (16, 32, 64, 128),
+                 blocks: tuple[int, ...] | None = None, stem_pool: bool = False):
         super().__init__()
+        blocks = blocks or (1,) * len(widths)
+        if len(blocks) != len(widths):
+            raise ValueError(f"{len(widths)} widths but {len(blocks)} block counts")
         self.conv1 = nn.Conv2d(3, widths[0], 3, 2, 1, bias=False)
         self.bn1 = nn.BatchNorm2d(widths[0])
         self.relu = nn.ReLU()
+        self.maxpool = nn.MaxPool2d(3, 2, 1) if stem_pool else nn.Identity()
         cin = widths[0]
-        for i, w in enumerate(widths):
-            setattr(self, f"layer{i + 1}", nn.Sequential(BasicBlock(cin, w, 1 if i == 0 else 2)))
+        for i, (w, b) in enumerate(zip(widths, blocks)):
+            stage = [BasicBlock(cin, w, 1 if i == 0 else 2)] + [BasicBlock(w, w, 1) for _ in range(b - 1)]
+            setattr(self, f"layer{i + 1}", nn.Sequential(*stage))
             cin = w
         self.n_stages = len(widths)
         self.avgpool = nn.AdaptiveAvgPool2d(1)
@@ -173,7 +181,7 @@ class ImagenetteResNet(nn.Module):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.relu(self.bn1(self.conv1(x)))
+        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
         for i in range(self.n_stages):
             x = getattr(self, f"layer{i + 1}")(x)
         return self.fc(self.avgpool(x).flatten(1))

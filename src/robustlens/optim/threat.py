@@ -52,6 +52,11 @@ class ThreatModel:
     def norm(self, delta: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
+    def pull_back(self, x: torch.Tensor, x0: torch.Tensor) -> torch.Tensor:
+        """A feasible point near ``x``: the exact projection unless a norm has a cheaper rule (L2: the
+        training loops' radial scaling into the ball, then clipping into the box)."""
+        return self.project(x, x0)
+
     def contains(self, x: torch.Tensor, x0: torch.Tensor, tol: float = 1e-6) -> torch.Tensor:
         """(N,) bool: x in [0, 1] and within ε of x₀, up to ``tol``."""
         in_box = (flat(x).amin(1) >= -tol) & (flat(x).amax(1) <= 1 + tol)
@@ -138,6 +143,14 @@ class L2(ThreatModel):
 
     def norm(self, delta):
         return torch.linalg.vector_norm(flat(delta), ord=2, dim=1)
+
+    def pull_back(self, x, x0):
+        """Scale x − x₀ into the ball, then clip to [0, 1] (MadryLab's training loop): feasible, since clipping
+        towards a box that holds x₀ only shortens x − x₀, but not the nearest feasible point — the exact
+        :meth:`project` costs a quarter of a fast-AT step at 128 px, and a training step does not need it."""
+        d = x - x0
+        scale = (self.eps / self.norm(d).clamp_min(1e-12)).clamp_max(1.0)
+        return (x0 + d * per_example(scale, d)).clamp_(0, 1)
 
 
 class L1(ThreatModel):

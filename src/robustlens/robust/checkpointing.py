@@ -1,7 +1,13 @@
 """Training checkpoints (``out/checkpoint.safetensors``): the network under ``model.``, the optimiser's
 per-parameter buffers under ``optim.<param index>.<name>``, the global torch RNG state under ``rng.torch``, and a
 JSON header (``format``, ``step``, ``epoch``, the training config, the optimiser's hyper-parameters, the
-scheduler position, the last metrics). Written atomically."""
+scheduler position, the last metrics). Written atomically.
+
+A *compact* checkpoint (``save_checkpoint(..., compact=True)``) is the same file at half the size, to keep a long run's
+state in git between machines: weights in float16 (BatchNorm statistics stay float32), optimiser buffers in
+bfloat16 (float32's range: momentum entries below float16's smallest normal value are common). Resuming from
+it continues the run with weights rounded to float16 — within 2⁻¹¹ relative of the float32 ones — so the
+resumed run is close to, not bit-identical with, an uninterrupted one."""
 
 from __future__ import annotations
 
@@ -39,12 +45,33 @@ def _restore_optimizer(opt: torch.optim.Optimizer, tensors: dict[str, torch.Tens
     opt.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
 
 
-def save_checkpoint(path: Path, net: nn.Module, opt: torch.optim.Optimizer, meta: dict) -> Path:
-    """Write a training checkpoint (see the module docstring), atomically."""
+_KEEP_FLOAT32 = ("running_mean", "running_var")
+
+
+def compact_tensors(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The tensors of a checkpoint with float32 weights as float16 (those within float16's range) and
+    optimiser buffers as bfloat16; everything else as it is."""
+    out = {}
+    for k, v in tensors.items():
+        if v.dtype == torch.float32 and v.numel():
+            if k.startswith("optim."):
+                v = v.bfloat16()
+            elif k.startswith("model.") and not k.endswith(_KEEP_FLOAT32) and float(v.abs().max()) < 6.0e4:
+                v = v.half()
+        out[k] = v
+    return out
+
+
+def save_checkpoint(path: Path, net: nn.Module, opt: torch.optim.Optimizer, meta: dict, *,
+                    compact: bool = False) -> Path:
+    """Write a training checkpoint (see the module docstring), atomically; ``compact``: half-size dtypes."""
     tensors = {f"model.{k}": v for k, v in net.state_dict().items()}
     opt_tensors, opt_meta = _optimizer_tensors(opt)
     tensors.update(opt_tensors)
     tensors["rng.torch"] = torch.get_rng_state()
+    if compact:
+        tensors = compact_tensors(tensors)
+        meta = {**meta, "compact": {"weights": "float16", "optimizer": "bfloat16"}}
     return save_weights(tensors, path, {**meta, "format": CHECKPOINT_FORMAT, "optimizer": opt_meta})
 
 

@@ -5,8 +5,16 @@
 - :class:`FastAT` (Wong et al.): one FGSM step of 1.25·ε from a random start, cross-entropy;
 - :class:`Trades` (Zhang et al.): PGD on KL(p(x) ‖ p(x')) from x + 0.001·N(0,1), then CE(x) + β·KL.
 
-Each has ``attack_steps``, ``step_size(eps)``, ``inputs(model, x, y, eps, seed)`` (called with the model in
-training mode; attacks run in eval mode) and ``loss(trainee, model, x, x_train, y) -> (loss, logits)``.
+Each has ``attack_steps``, ``step_size(eps)``, ``inputs(model, x, y, eps, seed, amp)`` (called with the model in
+training mode; attacks run in eval mode, under bf16 autocast when ``amp`` is ``torch.bfloat16``) and
+``loss(trainee, model, x, x_train, y) -> (loss, logits)``.
+
+The PGD and fast-AT inputs come from :func:`training_adversary`, the loop adversarial training uses (Madry et al.,
+Wong et al.): random start, ``steps`` normalised ascent steps, projection, the last iterate. It is not the
+evaluation engine (:func:`robustlens.optim.engine.optimize`): no best-iterate bookkeeping, no float32 re-check,
+no private model copy — a training step needs an input that raises the loss, not a certified worst case, and
+the engine's extra passes cost more than the attack itself (one fast-AT step: 2 forward/backward passes
+instead of 1).
 """
 
 from __future__ import annotations
@@ -15,9 +23,39 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from robustlens.optim.speed import autocast
 from robustlens.optim.steps import madry_step_size
+from robustlens.optim.threat import make_threat
 
 Step = tuple[torch.Tensor, torch.Tensor]  # (loss, logits on the training inputs)
+
+
+def training_adversary(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, norm: str, eps: float,
+                       step_size: float, steps: int, seed: int, amp: torch.dtype | None = None) -> torch.Tensor:
+    """Untargeted PGD as adversarial training runs it: a random start in the ε-ball ∩ [0,1] (seeded by
+    ``seed``), ``steps`` ascent steps of ``step_size`` on the summed cross-entropy (sign steps for L∞, unit-L2
+    steps for L2), each pulled back into the threat set (:meth:`ThreatModel.pull_back`: for L2 the radial
+    scaling then clipping of MadryLab's loop, not the exact projection); the last iterate, detached. ``x`` (N,C,H,W) in [0,1], ``y`` (N,). The
+    model runs in eval mode (BatchNorm running statistics, as MadryLab's robustness library attacks) and is
+    restored to its mode; only input gradients are computed (parameters get no ``.grad``)."""
+    threat = make_threat(norm, eps)
+    gen = torch.Generator(device=x.device).manual_seed(seed)
+    fmt = torch.channels_last if x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last) \
+        and not x.is_contiguous() else torch.contiguous_format
+    was_training = model.training
+    model.eval()
+    try:
+        xa = threat.random_start(x, gen).contiguous(memory_format=fmt)
+        for _ in range(steps):
+            xa.requires_grad_(True)
+            with autocast(x.device, amp):
+                loss = F.cross_entropy(model(xa).float(), y, reduction="sum")
+            (grad,) = torch.autograd.grad(loss, xa)
+            xa = threat.pull_back(xa.detach() + step_size * threat.ascent_direction(grad, xa), x)
+            xa = xa.contiguous(memory_format=fmt)
+    finally:
+        model.train(was_training)
+    return xa.detach()
 
 
 class Standard:
@@ -35,12 +73,13 @@ class Standard:
     def step_size(self, eps: float) -> float:
         return 0.0
 
-    def inputs(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, seed: int) -> torch.Tensor:
+    def inputs(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, seed: int,
+               amp: torch.dtype | None = None) -> torch.Tensor:
         return x
 
     def loss(self, trainee: nn.Module, model: nn.Module, x: torch.Tensor, x_train: torch.Tensor,
              y: torch.Tensor) -> Step:
-        logits = trainee(model.normalize(x_train))
+        logits = trainee(model.normalize(x_train)).float()
         return F.cross_entropy(logits, y), logits
 
 
@@ -55,11 +94,10 @@ class PGDTraining(Standard):
     def step_size(self, eps: float) -> float:
         return self.fixed_step if self.fixed_step is not None else madry_step_size(eps, self.steps)
 
-    def inputs(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, seed: int) -> torch.Tensor:
-        from robustlens.recipes.attacks import pgd
-
-        return pgd(model, x, y, norm=self.norm, eps=eps, step_size=self.step_size(eps), steps=self.attack_steps,
-                   random_start=True, seed=seed)
+    def inputs(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, seed: int,
+               amp: torch.dtype | None = None) -> torch.Tensor:
+        return training_adversary(model, x, y, norm=self.norm, eps=eps, step_size=self.step_size(eps),
+                                  steps=self.attack_steps, seed=seed, amp=amp)
 
 
 class FastAT(PGDTraining):
@@ -85,7 +123,8 @@ class Trades(Standard):
     def step_size(self, eps: float) -> float:
         return self.fixed_step if self.fixed_step is not None else eps / 4
 
-    def inputs(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, seed: int) -> torch.Tensor:
+    def inputs(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, seed: int,
+               amp: torch.dtype | None = None) -> torch.Tensor:
         model.eval()
         try:
             return self._adversary(model, x, eps, seed)
@@ -113,8 +152,8 @@ class Trades(Standard):
 
     def loss(self, trainee: nn.Module, model: nn.Module, x: torch.Tensor, x_train: torch.Tensor,
              y: torch.Tensor) -> Step:
-        logits_clean = trainee(model.normalize(x))
-        logits = trainee(model.normalize(x_train))
+        logits_clean = trainee(model.normalize(x)).float()
+        logits = trainee(model.normalize(x_train)).float()
         kl = F.kl_div(F.log_softmax(logits, 1), F.softmax(logits_clean, 1), reduction="batchmean")
         return F.cross_entropy(logits_clean, y) + self.beta * kl, logits
 

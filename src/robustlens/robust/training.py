@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 import time
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -37,7 +38,7 @@ from torch import nn
 from robustlens.checks import count, finite_all, positive
 from robustlens.errors import UserError
 from robustlens.models.checkpoints import save_weights
-from robustlens.optim.speed import channels_last_model, in_format, use_channels_last
+from robustlens.optim.speed import PRECISIONS, autocast, channels_last_model, in_format, native_bf16, use_channels_last
 from robustlens.robust.checkpointing import load_checkpoint, save_checkpoint
 from robustlens.robust.distributed import Context, all_reduce_sum, barrier
 from robustlens.robust.methods import METHODS, Standard
@@ -45,12 +46,22 @@ from robustlens.robust.methods import METHODS, Standard
 SCHEDULES = ("onecycle", "cosine", "constant")
 
 
+def training_dtype(precision: str, device: torch.device | str) -> torch.dtype | None:
+    """The autocast dtype of a training step for ``precision`` on ``device`` (None: float32)."""
+    if precision == "bf16" or (precision == "auto" and native_bf16(device)):
+        return torch.bfloat16
+    return None
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """Hyper-parameters. ``eps``/``step_size`` in [0,1] pixel units; ``step_size`` None means
     2.5·ε/steps (PGD), 1.25·ε (fast AT) or ε/4 (TRADES). ``schedule``: ``onecycle`` (linear warm-up over the
     first ``warmup`` fraction of steps to ``lr``, then linear decay to 0), ``cosine`` or ``constant``.
-    ``eps_ramp``: fraction of steps over which ε grows linearly from 0 (0 = none)."""
+    ``eps_ramp``: fraction of steps over which ε grows linearly from 0 (0 = none). ``precision``: ``fp32``,
+    ``bf16`` (autocast: convolutions and matmuls in bfloat16, losses and the optimiser's weights in float32) or
+    ``auto`` (bf16 where the device runs it natively — AVX512-BF16/AMX CPUs, Ampere+ GPUs —, else fp32; resolved
+    on each machine, so a run resumed elsewhere takes that machine's choice)."""
 
     method: str = "standard"
     norm: str = "linf"
@@ -69,6 +80,7 @@ class TrainConfig:
     crop_padding: int = 0
     flip: bool = False
     seed: int = 0
+    precision: str = "auto"
 
     def __post_init__(self):
         finite_all(eps=self.eps, step_size=self.step_size, trades_beta=self.trades_beta, lr=self.lr,
@@ -80,6 +92,8 @@ class TrainConfig:
         count("crop_padding", self.crop_padding, minimum=0)
         if self.method not in METHODS:
             raise UserError(f"unknown training method {self.method!r}; use one of {', '.join(METHODS)}")
+        if self.precision not in PRECISIONS:
+            raise UserError(f"unknown precision {self.precision!r}; use one of {', '.join(PRECISIONS)}")
         if self.schedule not in SCHEDULES:
             raise UserError(f"unknown schedule {self.schedule!r}; use one of {', '.join(SCHEDULES)}")
         if self.method != "standard" and not self.eps > 0:
@@ -166,6 +180,11 @@ def _log(path: Path, record: dict) -> None:
         f.write(json.dumps(record) + "\n")
 
 
+def _snapshot_log(snapshot: Path) -> Path:
+    """The copy of ``metrics.jsonl`` kept beside a snapshot (the run's history moves with it)."""
+    return snapshot.with_name(snapshot.stem + ".metrics.jsonl")
+
+
 def _truncate_log(path: Path, step: int) -> None:
     """Drop records logged after ``step`` (written after the checkpoint a run resumes from)."""
     if not path.is_file():
@@ -191,15 +210,20 @@ def train(
     progress: bool = False,
     max_steps: int | None = None,
     extra_metadata: dict | None = None,
+    snapshot: Path | None = None,
 ) -> TrainResult:
     """Train ``model`` (a zoo :class:`~robustlens.models.Classifier`, in place) on uint8 ``images`` (N,C,S,S) and
     ``labels``. ``val``: uint8 images and labels for clean accuracy after each epoch, and robust accuracy
     (PGD-10, the training norm and ε) on the first ``val_robust`` of them. ``max_steps`` stops early (as if
-    killed) after that many global steps, without the final files. Returns a summary; files in ``out``."""
+    killed) after that many global steps, without the final files. ``snapshot``: a compact copy of every
+    checkpoint (the compact format of :mod:`robustlens.robust.checkpointing`, half the size; ``metrics.jsonl``
+    beside it as ``<name>.metrics.jsonl``) is kept at this path, and a run resumed where ``out`` has no checkpoint starts from it — how a long run moves between
+    machines (commit the snapshot, resume it elsewhere). Returns a summary; files in ``out``."""
     from tqdm.auto import tqdm
 
     run = _Training(model, images, labels, cfg, out=Path(out), ctx=ctx, val=val, val_robust=val_robust,
-                    log_every=log_every, checkpoint_every=checkpoint_every, extra_metadata=extra_metadata)
+                    log_every=log_every, checkpoint_every=checkpoint_every, extra_metadata=extra_metadata,
+                    snapshot=Path(snapshot) if snapshot else None)
     start = run.resume() if resume else run.fresh()
     stop = run.total if max_steps is None else min(run.total, max_steps)
     with channels_last_model(run.net, run.channels_last), \
@@ -219,7 +243,7 @@ class _Training:
 
     def __init__(self, model: nn.Module, images: torch.Tensor, labels: torch.Tensor, cfg: TrainConfig, *, out: Path,
                  ctx: Context, val, val_robust: int, log_every: int, checkpoint_every: int,
-                 extra_metadata: dict | None):
+                 extra_metadata: dict | None, snapshot: Path | None = None):
         self.model, self.images, self.labels, self.cfg, self.ctx = model, images, labels, cfg, ctx
         self.val, self.val_robust, self.log_every, self.checkpoint_every = val, val_robust, log_every, checkpoint_every
         self.method = cfg.training_method()
@@ -235,21 +259,26 @@ class _Training:
         # NHWC on the CPU for image-sized inputs (the engine's "auto" rule): ~1.2-1.4x faster train steps of the
         # Imagenette ResNets at 64-128 px with one thread; the weights are saved in the usual layout
         self.channels_last = use_channels_last(self.net, images[:1].to(ctx.device), "auto")
+        self.amp = training_dtype(cfg.precision, ctx.device)
         self.opt = torch.optim.SGD(self.net.parameters(), lr=cfg.lr, momentum=cfg.momentum,
                                    weight_decay=cfg.weight_decay, nesterov=cfg.momentum > 0)
         self.out = out
         if ctx.is_main:
             out.mkdir(parents=True, exist_ok=True)
         self.ckpt_path, self.log_path = out / "checkpoint.safetensors", out / "metrics.jsonl"
+        self.snapshot = snapshot
         self.base_meta = {"model": getattr(model, "name", type(self.net).__name__), "train_config": cfg.to_dict(),
                           "num_examples": self.n, "steps_per_epoch": self.per_epoch, "total_steps": self.total,
-                          "world_size": ctx.world_size, **(extra_metadata or {})}
+                          "world_size": ctx.world_size,
+                          "compute_dtype": "bfloat16" if self.amp is not None else "float32",
+                          **(extra_metadata or {})}
         self.running = torch.zeros(3, dtype=torch.float64)  # loss sum, correct on the training inputs, count
         self.epoch_running = torch.zeros(3, dtype=torch.float64)
         self.last_metrics: dict = {}
         self.step, self.resumed_from, self.eps = 0, None, cfg.eps
         self._perm: tuple[int, torch.Tensor] = (-1, torch.empty(0, dtype=torch.long))
         self.t0 = time.perf_counter()
+        self.seconds_before = 0.0  # training seconds of the earlier runs this one resumes (all machines)
 
     def fresh(self) -> int:
         if self.ctx.is_main and self.log_path.exists():
@@ -258,18 +287,25 @@ class _Training:
         return 0
 
     def resume(self) -> int:
-        """Continue from ``out/checkpoint.safetensors`` if there is one (same settings and data only)."""
-        if not self.ckpt_path.is_file():
-            return self.fresh()
-        meta = load_checkpoint(self.ckpt_path, self.net, self.opt)
+        """Continue from ``out/checkpoint.safetensors`` if there is one, else from the snapshot if there is one
+        (same settings and data only)."""
+        path = self.ckpt_path
+        if not path.is_file():
+            if self.snapshot is None or not self.snapshot.is_file():
+                return self.fresh()
+            path = self.snapshot
+            if self.ctx.is_main and _snapshot_log(path).is_file():
+                shutil.copyfile(_snapshot_log(path), self.log_path)
+        meta = load_checkpoint(path, self.net, self.opt)
         saved = TrainConfig.from_dict(meta["train_config"])
         if saved != self.cfg:
             diff = {k: (v, getattr(self.cfg, k)) for k, v in saved.to_dict().items() if getattr(self.cfg, k) != v}
-            raise UserError(f"--resume: {self.ckpt_path} was written with other settings (saved vs now: {diff})")
+            raise UserError(f"--resume: {path} was written with other settings (saved vs now: {diff})")
         if meta.get("num_examples") != self.n:
             raise UserError(f"--resume: the checkpoint was trained on {meta.get('num_examples')} examples, "
                             f"not {self.n}")
         self.step = self.resumed_from = int(meta["step"])
+        self.seconds_before = float(meta.get("seconds_total", 0.0))
         if self.ctx.is_main:  # saved summed over ranks: rank 0 carries them on
             _truncate_log(self.log_path, self.step)
             self.running = torch.tensor(meta.get("running", [0.0] * 3), dtype=torch.float64)
@@ -307,8 +343,9 @@ class _Training:
         for g in self.opt.param_groups:
             g["lr"] = lr
         self.eps = eps_at(cfg, step, self.total)
-        x_train = self.method.inputs(self.model, x, y, self.eps, _seed(cfg.seed, 4, step, ctx.rank))
-        loss, logits = self.method.loss(self.trainee, self.model, x, x_train, y)
+        x_train = self.method.inputs(self.model, x, y, self.eps, _seed(cfg.seed, 4, step, ctx.rank), self.amp)
+        with autocast(ctx.device, self.amp):
+            loss, logits = self.method.loss(self.trainee, self.model, x, x_train, y)
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         self.opt.step()
@@ -328,7 +365,8 @@ class _Training:
             tot = all_reduce_sum(self.epoch_running if epoch_end else self.running, ctx)
             self.last_metrics = {"step": step, "epoch": step / self.per_epoch, "lr": lr, "eps": self.eps,
                                  "train_loss": float(tot[0] / tot[2]), "train_accuracy": float(tot[1] / tot[2]),
-                                 "seconds": round(time.perf_counter() - self.t0, 2)}
+                                 "seconds": round(time.perf_counter() - self.t0, 2),
+                                 "seconds_total": round(self.seconds_before + time.perf_counter() - self.t0, 2)}
             self.running.zero_()
             if epoch_end:
                 self.epoch_running.zero_()
@@ -340,10 +378,15 @@ class _Training:
         if epoch_end or (self.checkpoint_every and step % self.checkpoint_every == 0):
             sums = all_reduce_sum(self.running, ctx).tolist(), all_reduce_sum(self.epoch_running, ctx).tolist()
             if ctx.is_main:
-                save_checkpoint(self.ckpt_path, self.net, self.opt,
-                                {**self.base_meta, "step": step, "epoch": step // self.per_epoch,
-                                 "scheduler": {"step": step, "lr": lr}, "metrics": self.last_metrics,
-                                 "running": sums[0], "epoch_running": sums[1]})
+                meta = {**self.base_meta, "step": step, "epoch": step // self.per_epoch,
+                        "scheduler": {"step": step, "lr": lr}, "metrics": self.last_metrics,
+                        "running": sums[0], "epoch_running": sums[1],
+                        "seconds_total": round(self.seconds_before + time.perf_counter() - self.t0, 2)}
+                save_checkpoint(self.ckpt_path, self.net, self.opt, meta)
+                if self.snapshot is not None:
+                    save_checkpoint(self.snapshot, self.net, self.opt, meta, compact=True)
+                    if self.log_path.is_file():
+                        shutil.copyfile(self.log_path, _snapshot_log(self.snapshot))
             barrier(ctx)
 
     def finish(self, start: int) -> TrainResult:

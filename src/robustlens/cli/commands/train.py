@@ -58,7 +58,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--checkpoint-every", type=int, default=0, metavar="STEPS",
                    help="also checkpoint every STEPS steps (default: at each epoch's end only)")
     p.add_argument("--log-every", type=int, default=50, metavar="STEPS", help="metrics line every STEPS steps")
-    p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.safetensors if present")
+    p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.safetensors if present "
+                   "(else from --snapshot if that exists)")
+    p.add_argument("--snapshot", metavar="FILE",
+                   help="keep a compact copy of every checkpoint here (half the size: float16 weights, bfloat16 "
+                        "optimiser buffers, with metrics.jsonl beside it) to commit and resume on another machine")
+    p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"],
+                   help="compute precision: auto (default) = bf16 autocast where the CPU/GPU has native bf16 "
+                        "(AVX512-BF16/AMX, Ampere+), else fp32")
     p.add_argument("--out", required=True, help="folder for checkpoints, metrics.jsonl, model.safetensors")
     p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -86,7 +93,7 @@ def run(args: argparse.Namespace) -> int:
                       trades_beta=args.trades_beta, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                       momentum=args.momentum, weight_decay=args.weight_decay, schedule=args.schedule,
                       warmup=args.warmup, eps_ramp=args.eps_ramp, crop_padding=args.crop_padding, flip=args.flip,
-                      seed=args.seed)
+                      seed=args.seed, precision=args.precision)
     data = parse_data_spec(args.data)
     val_spec = parse_data_spec(args.val_data) if args.val_data else None
     ctx = distributed.init(device_of(args))
@@ -108,6 +115,7 @@ def run(args: argparse.Namespace) -> int:
         options = {k: v for k, v in vars(args).items() if k not in ("run", "command")}
         result = train(model, images, labels, cfg, out=out, val=val, val_robust=args.val_robust, resume=args.resume,
                        checkpoint_every=args.checkpoint_every, log_every=args.log_every, ctx=ctx, progress=show,
+                       snapshot=Path(args.snapshot) if args.snapshot else None,
                        extra_metadata={"data": str(data), "val_data": str(val_spec) if val_spec else None,
                                        "weights_start": model.weights, "options": options})
         summary = {"model": model.name, "out": str(out), "steps": result.steps, "epochs": result.epochs,
