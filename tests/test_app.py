@@ -131,7 +131,7 @@ def test_identical_output_images_go_to_gradio_as_distinct_png_files(tmp_path):
     import numpy as np
     from PIL import Image
 
-    from robustlens.app.server import _PngSink
+    from robustlens.app.common import _PngSink
 
     sink = _PngSink(keep=3)
     im = Image.new("RGB", (8, 8), (10, 20, 30))

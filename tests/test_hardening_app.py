@@ -41,10 +41,11 @@ def header_only_png(w: int, h: int) -> bytes:
 
 @pytest.fixture(scope="module")
 def server():
+    from robustlens.app import common
     from robustlens.app import server as app_server
 
-    old = app_server.UPLOAD_MAX_BYTES
-    app_server.UPLOAD_MAX_BYTES = SIZE_LIMIT
+    old = common.UPLOAD_MAX_BYTES
+    common.UPLOAD_MAX_BYTES = SIZE_LIMIT
     bank = app_server.ModelBank(standard=("imagenette_resnet", "none"), robust=("mnist_lenet5", "none"))
     port = _free_port()
     app = app_server.launch(port=port, bank=bank, block=False)
@@ -52,7 +53,7 @@ def server():
         yield f"http://127.0.0.1:{port}/"
     finally:
         app.close()
-        app_server.UPLOAD_MAX_BYTES = old
+        common.UPLOAD_MAX_BYTES = old
 
 
 @pytest.fixture(scope="module")
@@ -161,7 +162,7 @@ def test_grey_model_handler_returns_pictures(photo):
 def test_upload_guard_without_a_server(tmp_path):
     from PIL import Image
 
-    from robustlens.app.server import load_upload, whole
+    from robustlens.app.common import load_upload, whole
 
     p = tmp_path / "bomb.png"
     p.write_bytes(header_only_png(20000, 20000))

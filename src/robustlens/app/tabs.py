@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from robustlens.app.server import (
+from robustlens.app.common import (
     LIMITS,
     ModelBank,
     _guard,

@@ -16,9 +16,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+import robustlens.explain._affine as _affine
 from robustlens.checks import positive
 from robustlens.errors import UserError
-from robustlens.explain import _affine
 from robustlens.explain._core import (
     Attribution,
     TargetSpec,

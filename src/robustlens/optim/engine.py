@@ -34,8 +34,8 @@ from typing import Any, Protocol
 import torch
 from torch import nn
 
+import robustlens.optim.speed as speed_settings
 from robustlens.models.layers import capture
-from robustlens.optim import speed as speed_settings
 from robustlens.optim._tensor import per_example
 from robustlens.optim.criteria import Criterion
 from robustlens.optim.objectives import Objective, Outputs, as_objective

@@ -21,7 +21,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from robustlens.optim import fold, speed
+import robustlens.optim.fold as fold
+import robustlens.optim.speed as speed
 
 
 @contextlib.contextmanager

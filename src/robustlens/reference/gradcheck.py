@@ -12,7 +12,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from robustlens.reference import conv, network, pool
+import robustlens.reference.conv as conv
+import robustlens.reference.network as network
+import robustlens.reference.pool as pool
 
 __all__ = [
     "LAYERS", "TOL_TORCH", "TOL_FD", "Case", "CASES", "rel_err", "numpy_pass", "finite_difference_grads",
@@ -234,7 +236,7 @@ def run_checks(seed: int = 0, *, use_torch: bool = True) -> dict:
     torch_status = "disabled"
     if use_torch:
         try:
-            from robustlens.reference import torch_check as _tc
+            import robustlens.reference.torch_check as _tc
 
             torch_version = _tc.torch_version()
             torch_check = _tc

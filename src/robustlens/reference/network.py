@@ -11,7 +11,8 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from robustlens.reference import conv, pool
+import robustlens.reference.conv as conv
+import robustlens.reference.pool as pool
 from robustlens.reference.validation import (
     ShapeError,
     as_float_array,

@@ -136,7 +136,7 @@ def build_report(
     ``robust_model``: the robust model of 4(e)(f) (default ``robustlens.models.DEFAULT_ROBUST_MODEL``). Returns the report
     dict (also in ``report.json``); ``report["html"]`` is the HTML file's path.
     """
-    from robustlens.report import html as report_html
+    import robustlens.report.html as report_html
 
     settings = settings or ReportSettings()
     pil, label = _image_input(image)  # bad input fails before anything is written

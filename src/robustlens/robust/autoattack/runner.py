@@ -25,12 +25,12 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+import robustlens.robust.autoattack.flags as checks
 from robustlens._version import version as robustlens_version
 from robustlens.optim import speed
 from robustlens.optim.local import LocalEvaluator
 from robustlens.optim.prepare import PreparedModel, prepare
 from robustlens.optim.threat import make_threat
-from robustlens.robust.autoattack import flags as checks
 from robustlens.robust.autoattack.apgd import apgd_ce, apgd_t
 from robustlens.robust.autoattack.fab import fab_t
 from robustlens.robust.autoattack.flags import Flag
