@@ -291,6 +291,12 @@ def read_normalizer(state: dict[str, torch.Tensor], prefix: str) -> tuple[tuple 
     return found.get("mean"), found.get("std")
 
 
+def _is_normalizer_key(key: str) -> bool:
+    """``mu``, ``sigma``, ``normalize.mean``, ...: a normaliser buffer at the top level or one module down."""
+    return key.count(".") <= 1 and key.rsplit(".", 1)[-1] in {n for names in _NORMALIZER_SUFFIXES.values()
+                                                              for n in names}
+
+
 def _pick_prefix(state: dict[str, torch.Tensor], own: set[str]) -> str:
     """The key prefix under which ``state`` holds the network whose keys are ``own``: a prefix whose sub-dict
     has exactly the keys ``own``, else one whose sub-dict has all of them, else none (``""``), so that a
@@ -334,8 +340,12 @@ def load_weights(net: nn.Module, spec: str | Path) -> LoadedWeights:
     madry = is_madry(stripped)
     prefix = "model." if madry else _pick_prefix(stripped, set(own))
     sub = {k[len(prefix):]: v for k, v in stripped.items() if k.startswith(prefix)}
-    ignored = [module_prefix + k for k in stripped if not k.startswith(prefix)]
-    outside = {k: v for k, v in stripped.items() if not k.startswith(prefix)}
+    # a normaliser carried as buffers beside the network (RobustBench's Wong2020FastNet: mu, sigma) is read, not
+    # loaded, when the network has no such buffers
+    carried = {prefix + k for k in sub if k not in own and _is_normalizer_key(k)}
+    sub = {k: v for k, v in sub.items() if prefix + k not in carried}
+    ignored = [module_prefix + k for k in stripped if not k.startswith(prefix) or k in carried]
+    outside = {k: v for k, v in stripped.items() if not k.startswith(prefix) or k in carried}
     mean = std = None
     for cand in ("normalizer.",) if madry else ("normalize.", "normalizer.", "norm.", ""):
         mean, std = read_normalizer(outside, cand)

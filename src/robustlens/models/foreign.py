@@ -13,10 +13,11 @@ import torch
 from robustlens.errors import UserError
 from robustlens.models.checkpoints import is_madry, read_normalizer, save_weights, strip_module
 
-_ALLOWED_GLOBALS = {
-    ("collections", "OrderedDict"), ("builtins", "set"), ("builtins", "frozenset"), ("torch", "Size"),
-    ("torch._utils", "_rebuild_tensor"), ("torch._utils", "_rebuild_tensor_v2"), ("torch._utils", "_rebuild_parameter"),
-}
+# Exactly the globals the upstream layouts use (tests/data/upstream/*.json, made by scripts/upstream_manifests.py
+# from files written by MadryLab robustness, RobustBench's classes and torchvision); storage classes
+# (torch.cuda.FloatStorage, ...) are resolved by torch before the unpickler is asked. tests/test_upstream_layouts.py
+# keeps the two equal.
+_ALLOWED_GLOBALS = {("collections", "OrderedDict"), ("torch._utils", "_rebuild_tensor_v2")}
 
 
 class _Stub:
@@ -56,8 +57,7 @@ class _RestrictedUnpickler(pickle.Unpickler):
         self.refused: set[str] = set()
 
     def find_class(self, module: str, name: str):
-        if (module, name) in _ALLOWED_GLOBALS or (module == "torch" and isinstance(getattr(torch, name, None),
-                                                                                    torch.dtype)):
+        if (module, name) in _ALLOWED_GLOBALS:
             return super().find_class(module, name)
         self.refused.add(f"{module}.{name}")
         return type(f"Stub_{name}", (_Stub,), {"refused": f"{module}.{name}"})

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from robustlens.errors import UserError, unknown
 from robustlens.models._registry import register_model
+from robustlens.models.architecture import build_architecture
 from robustlens.models.classifier import Classifier, Normalize
 from robustlens.models.foreign import convert_checkpoint
 from robustlens.models.hub import digest_record, download, hub_checkpoints, offline, where_to_put
@@ -131,8 +132,8 @@ def fetch_published(name: str, *, base_url: str | None = None, progress: bool = 
     if p is None:
         raise unknown("published checkpoint", name, PUBLISHED)
     raw, converted = _paths(p)
-    if converted.is_file():
-        return converted
+    if converted.is_file() and not (raw.is_file() and raw.stat().st_mtime_ns > converted.stat().st_mtime_ns):
+        return converted  # (a raw file newer than its conversion is checked and converted again)
     url = source_url(p, base_url)
     if offline() and not raw.is_file():
         raise UserError(f"published checkpoint {name} is not in the torch hub cache and downloads are off: "
@@ -157,8 +158,6 @@ def fetch_published(name: str, *, base_url: str | None = None, progress: bool = 
 def load_published(name: str, arch: str | None = None, *, base_url: str | None = None) -> Classifier:
     """The :class:`Classifier` of published checkpoint ``name`` on the CPU, in eval mode; ``arch`` (if given)
     must be the entry's architecture. Its normalisation is the entry's (so inputs stay in [0, 1])."""
-    from robustlens.models.factory import create_model
-
     p = published(name)
     if p is None:
         raise unknown("published checkpoint", name, PUBLISHED)
@@ -166,7 +165,7 @@ def load_published(name: str, arch: str | None = None, *, base_url: str | None =
         raise UserError(f"published weights {name} are for the architecture {p.arch}, not {arch}: use "
                         f"--model {p.arch} --weights {name} or --model {name}")
     path = fetch_published(name, base_url=base_url)
-    model = create_model(p.arch, str(path))
+    model = build_architecture(p.arch, str(path), 0)
     model.normalize = Normalize(p.mean, p.std)
     model.config = replace(model.config, mean=p.mean, std=p.std)
     model.name, model.weights = name, f"{name} ({p.threat}, {p.dataset}; {p.url})"
@@ -177,9 +176,7 @@ def _register(p: Published) -> None:
     def builder(weights: str, seed: int) -> Classifier:
         if weights == "published":
             return load_published(p.name)
-        from robustlens.models.factory import create_model
-
-        return create_model(p.arch, weights, seed=seed)
+        return build_architecture(p.arch, weights, seed)
 
     register_model(p.name, f"published {p.dataset} {p.threat} {p.arch} (downloaded on first use)",
                    default_weights="published")(builder)
