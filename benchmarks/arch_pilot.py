@@ -37,6 +37,7 @@ CANDIDATES = {
     "r10-24": {"widths": (24, 48, 96, 192), "blocks": (1, 1, 1, 1), "stem_pool": False},  # the 2026 pair's net
     "r18-48p": {"widths": (48, 96, 192, 384), "blocks": (2, 2, 2, 2), "stem_pool": True},
     "r18-64p": {"widths": (64, 128, 256, 512), "blocks": (2, 2, 2, 2), "stem_pool": True},  # ResNet-18 widths
+    "r18-32": {"widths": (32, 64, 128, 256), "blocks": (2, 2, 2, 2), "stem_pool": False},  # layer4 8×8 at 128 px
 }
 
 
@@ -74,7 +75,7 @@ def main() -> int:
     p.add_argument("--n", type=int, default=100, help="judged val images (default 100, 10 per class)")
     p.add_argument("--only", default=",".join(CANDIDATES))
     p.add_argument("--out", default="runs/arch_pilot")
-    p.add_argument("--json-out")
+    p.add_argument("--json-out", help="JSON report (candidates already in it are kept)")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     root = require(SHARED / "data" / "imagenette128")
@@ -95,6 +96,8 @@ def main() -> int:
     targets = (y + 1 + torch.arange(len(y)) % 9) % 10
     report: dict = {"budget_s": args.budget, "threads": args.threads, "train_config": cfg.to_dict(),
                     "cpu": os.popen("lscpu | grep 'Model name'").read().strip(), "candidates": {}}
+    if args.json_out and Path(args.json_out).is_file():
+        report["candidates"] = json.loads(Path(args.json_out).read_text())["candidates"]
     for name in args.only.split(","):
         rate = images_per_second(name, images, labels, cfg, out / name)
         epochs = max(1, round(args.budget * rate / len(labels)))

@@ -113,16 +113,23 @@ def robustlens_train(model, images, labels, cfg: TrainConfig, out: Path, *, stop
 
 
 def flops_per_image(arch: str, cfg: TrainConfig, size: int) -> float:
-    """FLOPs of one training step per image: the attack's forward + input gradient, the update's forward +
-    backward (weights and activations); counted in float32 on a batch of 4."""
-    model = build(arch)
+    """FLOPs of one training step per image: the attack's forward + input gradient (per attack step), the
+    update's forward + backward (weights and activations); counted in float32 on a batch of 4."""
+    from robustlens.optim.prepare import frozen
+
+    model = build(arch).eval()
     x, y = torch.rand(4, 3, size, size), torch.randint(0, 10, (4,))
-    method = cfg.training_method()
+    attack = 0.0
+    if cfg.method != "standard":
+        with frozen(model), FlopCounterMode(display=False) as fc:
+            xa = x.clone().requires_grad_(True)
+            F.cross_entropy(model(xa), y).backward()
+        attack = fc.get_total_flops() * cfg.training_method().attack_steps
+    model.train()
     with FlopCounterMode(display=False) as fc:
-        xt = method.inputs(model, x, y, max(cfg.eps, 1e-3), 0) if cfg.method != "standard" else x
-        loss, _ = method.loss(model.net, model, x, xt, y)
+        loss, _ = cfg.training_method().loss(model.net, model, x, x, y)
         loss.backward()
-    return fc.get_total_flops() / 4
+    return (attack + fc.get_total_flops()) / 4
 
 
 def accuracy(model, val: LabelledImages, eps: float) -> dict:

@@ -196,6 +196,15 @@ IMAGENETTE128_CONFIG = PreprocessConfig(input_size=128, resize_size=128, interpo
 IMAGENETTE128_WIDTHS = (24, 48, 96, 192)  # 0.69 M parameters; at 128 px layer4 is 8×8
 
 
+RESNET18_32 = {"widths": (32, 64, 128, 256), "blocks": (2, 2, 2, 2)}  # 2.8 M parameters; layer4 8×8 at 128 px
+
+
+def imagenette128_resnet18_32_net() -> ImagenetteResNet:
+    """The long-run pair's architecture (docs/models.md, "Choosing the architecture"): ResNet-18's 2-2-2-2 basic
+    blocks at half its widths (32-256), a 3×3 stride-2 stem without max-pooling, so ``layer4`` is 8×8 at 128 px."""
+    return ImagenetteResNet(**RESNET18_32)
+
+
 def imagenette128_net() -> ImagenetteResNet:
     """The 128 px pair's architecture: :class:`ImagenetteResNet` with widths :data:`IMAGENETTE128_WIDTHS`."""
     return ImagenetteResNet(widths=IMAGENETTE128_WIDTHS)
@@ -262,6 +271,13 @@ def imagenette_resnet(weights: str, seed: int) -> Classifier:
 def imagenette128_resnet(weights: str, seed: int) -> Classifier:
     return build_small("imagenette128_resnet", imagenette128_net, IMAGENETTE128_CONFIG, weights, seed,
                        class_wnids=IMAGENETTE_WNIDS)
+
+
+@register_model("imagenette128_resnet18_32", "Imagenette ResNet-18 layout at half width (32-256, no stem pooling), "
+                "128px, 10 classes (random init by default)", default_weights="none")
+def imagenette128_resnet18_32(weights: str, seed: int) -> Classifier:
+    return build_small("imagenette128_resnet18_32", imagenette128_resnet18_32_net, IMAGENETTE128_CONFIG, weights,
+                       seed, class_wnids=IMAGENETTE_WNIDS)
 
 
 def _register_project_model(name: str, description: str, make=ImagenetteResNet,
