@@ -77,7 +77,10 @@ if TYPE_CHECKING:
         save_weights,
     )
     from robustlens.optim import Targeted, Untargeted, make_threat, optimize
-    from robustlens.recipes import attack, dream, fgsm, invert, pgd, visualize
+    from robustlens.recipes.attacks import attack, fgsm, pgd
+    from robustlens.recipes.dream import dream
+    from robustlens.recipes.inversion import invert
+    from robustlens.recipes.visualize import visualize
     from robustlens.robust import (
         TrainConfig,
         compare_models,

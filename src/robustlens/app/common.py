@@ -134,7 +134,8 @@ class _PngSink:
     temporary name and renamed, which is safe; the sink keeps the newest ``keep`` files and deletes older ones."""
 
     def __init__(self, keep: int = 256):
-        self.keep, self.paths, self.folder = keep, deque[Path](), None
+        self.keep, self.paths = keep, deque[Path]()
+        self.folder: Path | None = None
 
     def __call__(self, value):
         if isinstance(value, Image.Image):

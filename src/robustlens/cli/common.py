@@ -18,6 +18,7 @@ import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import overload
 
 import torch
 
@@ -148,7 +149,13 @@ def _existing_ancestor(p: Path) -> Path:
     return q
 
 
-def prepare_out(out: str | None, *, staged: bool = True) -> Path | None:
+@overload
+def prepare_out(out: str | Path, *, staged: bool = True) -> Path: ...
+@overload
+def prepare_out(out: None, *, staged: bool = True) -> None: ...
+
+
+def prepare_out(out: str | Path | None, *, staged: bool = True) -> Path | None:
     """The folder a command writes into (call it after every input has been checked).
 
     ``staged`` (default): a new hidden folder beside ``--out``, moved into place by :func:`finish_outputs`

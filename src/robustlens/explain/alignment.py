@@ -22,7 +22,21 @@ LUMA = (0.299, 0.587, 0.114)
 
 def sobel_edges(x: torch.Tensor) -> torch.Tensor:
     """(N,H,W) Sobel gradient magnitude of the luma of images x (N,3,H,W) (or of grey (N,1,H,W)), reflected
-    borders."""
+    borders.
+
+    Example:
+
+    ```pycon
+    >>> import torch
+    >>> from robustlens.explain import sobel_edges
+    >>> x = torch.zeros(1, 3, 8, 8)
+    >>> x[..., 4:] = 1.0  # a vertical edge between columns 3 and 4
+    >>> e = sobel_edges(x)
+    >>> e.shape, bool(e[0, 4, 3] > 0), float(e[0, 4, 0])
+    (torch.Size([1, 8, 8]), True, 0.0)
+
+    ```
+    """
     grey = (x * torch.tensor(LUMA, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)).sum(1, keepdim=True) \
         if x.shape[1] == 3 else x[:, :1]
     kx = torch.tensor([[-1.0, 0, 1], [-2, 0, 2], [-1, 0, 1]], dtype=x.dtype, device=x.device)

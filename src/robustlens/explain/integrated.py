@@ -35,7 +35,18 @@ BASELINES = ("black", "blur", "noise")
 
 
 def quadrature(rule: str, steps: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(nodes α_k (K,), weights w_k (K,)) on [0, 1] with Σ w_k = 1."""
+    """(nodes α_k (K,), weights w_k (K,)) on [0, 1] with Σ w_k = 1.
+
+    Example:
+
+    ```pycon
+    >>> from robustlens.explain import quadrature
+    >>> alphas, weights = quadrature("riemann_middle", 4)
+    >>> alphas.tolist(), float(weights.sum())
+    ([0.125, 0.375, 0.625, 0.875], 1.0)
+
+    ```
+    """
     k = int(steps)
     if rule == "gausslegendre":
         nodes, weights = np.polynomial.legendre.leggauss(k)                 # on [−1, 1]

@@ -15,7 +15,10 @@ from robustlens.explain.integrated import IntegratedGradients
 
 METHODS = {"saliency": Saliency, "gradxinput": GradientXInput, "smoothgrad": SmoothGrad, "ig": IntegratedGradients,
            "gradcam": GradCAM, "gradcampp": GradCAMPlusPlus, "guided_backprop": GuidedBackprop}
+"""Every attribution method by the name :func:`attribute`, the CLI and the app take → its class."""
 DEFAULT_METHODS = ("saliency", "gradxinput", "smoothgrad", "ig", "gradcam", "gradcampp")
+"""The methods :func:`robustlens.explain.explain` runs when none are named: all of :data:`METHODS` but Guided
+Backprop."""
 # the options each method's ``attribute`` (or, for ``layer``, constructor) accepts
 OPTIONS = {"smoothgrad": ("samples", "sigma", "squared", "noise", "generator"),
            "ig": ("steps", "rule", "baseline", "generator"), "gradcam": ("layer",), "gradcampp": ("layer",)}
@@ -34,7 +37,21 @@ def parse_methods(text: str | Sequence[str]) -> list[str]:
 
 
 def attribute(method: str, model: nn.Module, x: torch.Tensor, target: TargetSpec = None, **options) -> Attribution:
-    """Run ``method`` on ``model`` for images x (N,C,H,W in [0,1]); ``options`` not used by it are ignored."""
+    """Run ``method`` on ``model`` for images x (N,C,H,W in [0,1]); ``options`` not used by it are ignored.
+
+    Example:
+
+    ```pycon
+    >>> import torch
+    >>> from robustlens.explain import attribute
+    >>> from robustlens.models import create_model
+    >>> model = create_model("mnist_lenet5", "none", seed=0)
+    >>> a = attribute("saliency", model, torch.rand(2, 1, 28, 28), target=3)
+    >>> a.maps.shape, a.targets.tolist()
+    (torch.Size([2, 1, 28, 28]), [3, 3])
+
+    ```
+    """
     cls = METHODS.get(method)
     if cls is None:
         raise unknown("attribution method", method, list(METHODS))

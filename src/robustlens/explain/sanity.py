@@ -83,8 +83,8 @@ def ssim(a: torch.Tensor, b: torch.Tensor, percentile: float = 99.0) -> np.ndarr
 
 @dataclass
 class SanityResult:
-    """Per method: ``stages`` (unit names, top first), ``spearman``/``ssim`` [mode][method] → (stages, N) lists,
-    ``verdict`` [method] → pass/fail of the cascading test."""
+    """Per method: ``stages`` (unit names, top first), ``spearman``/``ssim``: ``[mode][method]`` → (stages, N)
+    lists, ``verdict``: ``[method]`` → pass/fail of the cascading test."""
 
     methods: list[str]
     stages: list[str]

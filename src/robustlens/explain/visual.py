@@ -19,7 +19,19 @@ def reduce_channels(maps: torch.Tensor, mode: str = "abs") -> torch.Tensor:
 
 def clip_normalise(m: torch.Tensor, percentile: float = 99.0, *, signed: bool = False) -> torch.Tensor:
     """Each (H,W) map of (N,H,W) scaled by its ``percentile``-th percentile of |m| and clipped: to [0, 1], or to
-    [−1, 1] when ``signed``. An all-zero map stays zero."""
+    [−1, 1] when ``signed``. An all-zero map stays zero.
+
+    Example:
+
+    ```pycon
+    >>> import torch
+    >>> from robustlens.explain import clip_normalise
+    >>> m = clip_normalise(torch.tensor([[[0.0, 1.0], [2.0, 100.0]]]), percentile=100)
+    >>> [[round(v, 4) for v in row] for row in m[0].tolist()]
+    [[0.0, 0.01], [0.02, 1.0]]
+
+    ```
+    """
     flat = m.abs().flatten(1).float()
     scale = torch.quantile(flat, percentile / 100.0, dim=1).clamp_min(1e-12).view(-1, 1, 1)   # (N,1,1)
     out = m / scale

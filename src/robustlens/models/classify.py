@@ -12,6 +12,16 @@ def output2prob(logits: torch.Tensor, dim: int = -1) -> torch.Tensor:
     """Softmax that cannot overflow: subtract the max before exponentiating (the problem set's output2prob).
 
     Works for logits of any magnitude (±1e4 included); returns probabilities that sum to 1 along ``dim``.
+
+    Example:
+
+    ```pycon
+    >>> import torch
+    >>> from robustlens.models import output2prob
+    >>> output2prob(torch.tensor([[0.0, 0.0], [0.0, 1e9]])).tolist()
+    [[0.5, 0.5], [0.0, 1.0]]
+
+    ```
     """
     shifted = logits - logits.amax(dim=dim, keepdim=True)
     e = torch.exp(shifted)
@@ -20,6 +30,9 @@ def output2prob(logits: torch.Tensor, dim: int = -1) -> torch.Tensor:
 
 @dataclass(frozen=True)
 class Prediction:
+    """One of a model's top-k answers for one image: class ``index``, its ``name``, the raw ``logit`` and the
+    softmax probability ``prob`` (in [0, 1])."""
+
     index: int
     name: str
     logit: float

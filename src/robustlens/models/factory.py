@@ -13,9 +13,11 @@ from robustlens.models.published import load_published, published
 from robustlens.models.torchvision_models import torchvision_names
 
 DEFAULT_MODEL = "efficientnet_lite0"
+"""The model every command and function uses when none is named: the bundled ImageNet EfficientNet-Lite0."""
 # The robust model of Problem 4(e)(f), the comparisons and synthesis; its standard counterpart is
 # robustlens.models.counterparts.standard_for(DEFAULT_ROBUST_MODEL).
 DEFAULT_ROBUST_MODEL = "imagenette128_resnet_robust"
+"""The robust model of Problem 4(e)(f), the comparisons and synthesis (an L2 adversarially trained ResNet)."""
 
 
 def list_models(include_torchvision: bool = True) -> list[dict]:

@@ -49,6 +49,15 @@ def resolve_class(query: str | int, num_classes: int = 1000) -> int:
     against every synonym, then as a word-prefix/substring (``"tiger cat"`` → 282, ``"tarantula"`` → 76).
     An ambiguous name raises :class:`UserError` listing the choices. For models with other than 1000 classes
     only indices ``0..num_classes-1`` are accepted.
+
+    Example:
+
+    ```pycon
+    >>> from robustlens.models import resolve_class
+    >>> resolve_class("tiger cat"), resolve_class("282"), resolve_class("n02123159")
+    (282, 282, 282)
+
+    ```
     """
     if isinstance(query, int) or str(query).strip().lstrip("-").isdigit():
         idx = int(query)

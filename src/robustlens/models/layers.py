@@ -53,7 +53,20 @@ def capture(model: nn.Module, names: Sequence[str]) -> Iterator[dict[str, torch.
 
 
 def get_activations(model: nn.Module, x: torch.Tensor, names: Sequence[str]) -> dict[str, torch.Tensor]:
-    """Outputs of the named layers for input ``x`` (N,C,H,W in [0,1]) in one forward pass."""
+    """Outputs of the named layers for input ``x`` (N,C,H,W in [0,1]) in one forward pass.
+
+    Example:
+
+    ```pycon
+    >>> import torch
+    >>> from robustlens.models import create_model, get_activations
+    >>> model = create_model("mnist_lenet5", "none", seed=0)
+    >>> acts = get_activations(model, torch.rand(2, 1, 28, 28), ["conv1"])
+    >>> acts["conv1"].shape
+    torch.Size([2, 32, 28, 28])
+
+    ```
+    """
     with capture(model, names) as store:
         model(x)
     return {n: store[n] for n in names}

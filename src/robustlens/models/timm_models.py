@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any, cast
+
 from robustlens.errors import UserError
 from robustlens.models._registry import seeded_init
 from robustlens.models.checkpoints import load_weights
@@ -32,7 +34,7 @@ def build_timm(name: str, weights: str, seed: int) -> Classifier:
         net = seeded_init(seed, lambda: timm.create_model(name, pretrained=False))
         if weights != "none":
             load_weights(net, weights)
-    cfg = net.pretrained_cfg
+    cfg = cast(dict[str, Any], net.pretrained_cfg)
     config = PreprocessConfig.from_crop_pct(cfg["input_size"][-1], cfg.get("crop_pct", 0.875),
                                             interpolation=cfg.get("interpolation", "bicubic"),
                                             mean=tuple(cfg["mean"]), std=tuple(cfg["std"]))

@@ -56,7 +56,20 @@ class Criterion:
 
 
 class Targeted(Criterion):
-    """Success: the top-1 class is the target."""
+    """Success: the top-1 class is the target.
+
+    Example:
+
+    ```pycon
+    >>> import torch
+    >>> from robustlens.optim import Targeted
+    >>> criterion = Targeted([1, 2])
+    >>> logits = torch.tensor([[0.0, 5.0, 1.0], [3.0, 0.0, 1.0]])
+    >>> criterion.on(logits).tolist()  # per example: is the top-1 the target?
+    [True, False]
+
+    ```
+    """
 
     targeted = True
 
@@ -65,7 +78,20 @@ class Targeted(Criterion):
 
 
 class Untargeted(Criterion):
-    """Success: the top-1 class is not the label."""
+    """Success: the top-1 class is not the label.
+
+    Example:
+
+    ```pycon
+    >>> import torch
+    >>> from robustlens.optim import Untargeted
+    >>> criterion = Untargeted([1, 2])
+    >>> logits = torch.tensor([[0.0, 5.0, 1.0], [3.0, 0.0, 1.0]])
+    >>> criterion.on(logits).tolist()  # per example: is the top-1 no longer the true class?
+    [False, True]
+
+    ```
+    """
 
     def judge(self, logits: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
         return logits.argmax(1) != classes

@@ -128,6 +128,24 @@ def optimize(
 
     There are ``steps`` gradient steps per restart and ``steps + 1`` evaluated iterates (the last one under
     ``torch.inference_mode``).
+
+    Example:
+
+    ```pycon
+    >>> import torch
+    >>> from robustlens.models import create_model
+    >>> from robustlens.optim import SteepestStep, Targeted, make_threat, optimize
+    >>> model = create_model("mnist_lenet5", "none", seed=0)  # random weights: fast, offline
+    >>> x0 = torch.rand(2, 1, 28, 28, generator=torch.Generator().manual_seed(0))
+    >>> target = Targeted([3, 7])
+    >>> res = optimize(model, x0, target.objective(), threat=make_threat("l2", 2.0), steps=10,
+    ...                rule=SteepestStep(0.5), criterion=target, progress=False)
+    >>> res.x.shape
+    torch.Size([2, 1, 28, 28])
+    >>> bool(((res.x - x0).flatten(1).norm(dim=1) <= 2.0 + 1e-5).all())
+    True
+
+    ```
     """
     objective = as_objective(objective)
     threat = threat or Unconstrained()

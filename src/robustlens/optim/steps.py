@@ -22,7 +22,17 @@ from robustlens.optim.threat import ThreatModel
 
 def madry_step_size(eps: float, steps: int) -> float:
     """Madry et al.'s PGD step size, 2.5·ε/steps: the walk can cross the ball and back, and still moves
-    precisely at the end."""
+    precisely at the end.
+
+    Example:
+
+    ```pycon
+    >>> from robustlens.optim import madry_step_size
+    >>> round(madry_step_size(8 / 255, 10) * 255, 3)  # 2.5 * eps / steps
+    2.0
+
+    ```
+    """
     return 2.5 * eps / max(steps, 1)
 
 

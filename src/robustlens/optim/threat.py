@@ -246,7 +246,21 @@ _NORMS = {"linf": Linf, "l2": L2, "l1": L1}
 
 
 def make_threat(norm: str, eps: float | None) -> ThreatModel:
-    """``norm`` in ``linf``, ``l2``, ``l1``, ``none``; ``eps`` ≥ 0 in pixel units (ignored for ``none``)."""
+    """``norm`` in ``linf``, ``l2``, ``l1``, ``none``; ``eps`` ≥ 0 in pixel units (ignored for ``none``).
+
+    Example:
+
+    ```pycon
+    >>> import torch
+    >>> from robustlens.optim import make_threat
+    >>> threat = make_threat("linf", 8 / 255)
+    >>> x0 = torch.full((1, 3, 4, 4), 0.5)
+    >>> x = threat.project(x0 + 0.2, x0)  # back into the ball around x0 (and [0, 1])
+    >>> round(float((x - x0).abs().max()) * 255, 3)
+    8.0
+
+    ```
+    """
     key = norm.lower().replace("-", "").replace("_", "")
     key = {"inf": "linf", "linfinity": "linf", "2": "l2", "1": "l1", "unconstrained": "none"}.get(key, key)
     if key == "none":

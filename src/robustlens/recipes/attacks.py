@@ -64,14 +64,29 @@ def pgd(
     the ε-ball around ``x`` and [0,1]. Model parameters and train/eval mode are left as they were. With
     ``quantize`` the images are on the 8-bit grid and every success is judged there (:class:`EightBit`).
     ``speed``: see :func:`robustlens.optim.engine.optimize` (None: the settings in force).
+
+    Example:
+
+    ```pycon
+    >>> import torch
+    >>> from robustlens.models import create_model
+    >>> from robustlens.recipes import pgd
+    >>> model = create_model("mnist_lenet5", "none", seed=0)
+    >>> x = torch.rand(4, 1, 28, 28, generator=torch.Generator().manual_seed(0))
+    >>> y = torch.tensor([0, 1, 2, 3])
+    >>> adv = pgd(model, x, y, eps=0.1, steps=5, step_size=0.025)
+    >>> adv.shape, bool((adv - x).abs().max() <= 0.1 + 1e-6)
+    (torch.Size([4, 1, 28, 28]), True)
+
+    ```
     """
     y = torch.as_tensor(y, dtype=torch.long, device=x.device).reshape(-1)
     if y.numel() not in (1, x.shape[0]):
         raise ValueError(f"y has {y.numel()} labels for {x.shape[0]} images")
-    eps, step = _check_attack(eps=eps, step_size=step_size, steps=steps, restarts=restarts, loss=loss)
+    eps, _ = _check_attack(eps=eps, step_size=step_size, steps=steps, restarts=restarts, loss=loss)
     threat = make_threat(norm, eps)
     criterion = criterion_for(y, targeted=targeted)
-    res = optimize(model, x, criterion.objective(loss), threat=threat, steps=steps, rule=SteepestStep(float(step)),
+    res = optimize(model, x, criterion.objective(loss), threat=threat, steps=steps, rule=SteepestStep(float(step_size)),
                    start=RandomInThreat() if random_start else AtInput(), restarts=restarts, criterion=criterion,
                    early_stop=early_stop, output=EightBit(threat) if quantize else None, seed=seed,
                    progress=progress, history=False, speed=speed, desc="pgd")
@@ -83,7 +98,22 @@ def fgsm(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, norm: str = "lin
     """Fast gradient (sign) method: :func:`pgd` with one step of size ``eps`` from ``x`` (no random start).
 
     Like :func:`pgd` it returns the better of the two iterates it evaluates (x itself and x + step), so an
-    example whose step lowered the attack loss without succeeding comes back unchanged."""
+    example whose step lowered the attack loss without succeeding comes back unchanged.
+
+    Example:
+
+    ```pycon
+    >>> import torch
+    >>> from robustlens.models import create_model
+    >>> from robustlens.recipes import fgsm
+    >>> model = create_model("mnist_lenet5", "none", seed=0)
+    >>> x = torch.rand(2, 1, 28, 28, generator=torch.Generator().manual_seed(0))
+    >>> adv = fgsm(model, x, torch.tensor([0, 1]), eps=0.1)
+    >>> bool((adv - x).abs().max() <= 0.1 + 1e-6)
+    True
+
+    ```
+    """
     return pgd(model, x, y, norm=norm, eps=eps, step_size=eps, steps=1, targeted=targeted, random_start=False,
                loss=loss, progress=progress, speed=speed)
 
@@ -150,7 +180,21 @@ def quantize_in_ball(adv: torch.Tensor, x0: torch.Tensor, threat: ThreatModel) -
 
     Nearest rounding first; an example that it pushes out of the ball is rounded towards x₀ instead
     (never lengthens any coordinate of the perturbation when x₀ is on the grid — every image read from a
-    file is). If x₀ is off the grid and that is still outside, the example is projected (off-grid)."""
+    file is). If x₀ is off the grid and that is still outside, the example is projected (off-grid).
+
+    Example:
+
+    ```pycon
+    >>> import torch
+    >>> from robustlens.optim import make_threat
+    >>> from robustlens.recipes import quantize_in_ball
+    >>> x0 = torch.full((1, 3, 2, 2), 100 / 255)
+    >>> q = quantize_in_ball(x0 + 0.013, x0, make_threat("linf", 4 / 255))
+    >>> sorted({round(v * 255, 4) for v in q.flatten().tolist()})  # on the 8-bit grid, still in the ball
+    [103.0]
+
+    ```
+    """
     q = quantize(adv)
     out = ~threat.contains(q, x0)
     if bool(out.any()):
@@ -225,6 +269,23 @@ def attack(
     ``quantize`` every iterate is judged on its 8-bit form inside the ball (:class:`EightBit`) and that form is
     returned, so a saved PNG reloads and classifies as reported: early stop stops only on a success that
     survives rounding. ``success`` is the verdict of the model itself on the returned images.
+
+    Example:
+
+    ```pycon
+    >>> import torch
+    >>> from robustlens.models import create_model
+    >>> from robustlens.recipes import attack
+    >>> model = create_model("mnist_lenet5", "none", seed=0)
+    >>> x = torch.rand(1, 1, 28, 28, generator=torch.Generator().manual_seed(0))
+    >>> res = attack(model, x, target=3, norm="l2", eps=3.0, steps=20, seed=0)
+    >>> res.adversarial.shape
+    torch.Size([1, 1, 28, 28])
+    >>> row = res.to_dict()["results"][0]  # per image: success, distances, top-5 before and after
+    >>> row["l2"] <= 3.0 + 1e-4, isinstance(row["success"], bool)
+    (True, True)
+
+    ```
     """
     eps, step_size = _check_attack(eps=eps, step_size=step_size, steps=steps, restarts=restarts, loss=loss)
     threat = make_threat(norm, eps)

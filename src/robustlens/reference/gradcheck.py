@@ -127,7 +127,7 @@ def make_inputs(case: Case, rng: np.random.Generator):
     else:
         x = rng.standard_normal(case.x_shape)
     w = rng.standard_normal(case.w_shape) if case.w_shape is not None else None
-    b = rng.standard_normal(case.w_shape[0]) if case.bias else None
+    b = rng.standard_normal(case.w_shape[0]) if case.bias and case.w_shape is not None else None
     return x, w, b
 
 
@@ -200,7 +200,7 @@ def _check_sgd(rng: np.random.Generator, torch_check) -> dict:
     grads = {k: rng.standard_normal(v.shape) for k, v in params.items()}
     before = {k: v.copy() for k, v in params.items()}
     network.sgd_step(params, grads, lr)
-    row = {"layer": "sgd_step", "shape": "w(4, 3) +b", "args": f"lr={lr}"}
+    row: dict[str, str | float] = {"layer": "sgd_step", "shape": "w(4, 3) +b", "args": f"lr={lr}"}
     row["update_rel_err_vs_formula"] = max(rel_err(params[k], before[k] - lr * grads[k]) for k in params)
     if torch_check is not None:
         ref = torch_check.torch_sgd_step(before, grads, lr)

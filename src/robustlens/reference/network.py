@@ -97,6 +97,8 @@ class Layer:
 class _ParamLayer(Layer):
     weight: np.ndarray
     bias: np.ndarray | None
+    _dw: np.ndarray | None
+    _db: np.ndarray | None
 
     def params(self):
         p = {"weight": self.weight}

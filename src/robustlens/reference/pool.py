@@ -126,6 +126,8 @@ def maxpool_backward(dy, cache: PoolCache):
     nd = len(cache.kernel)
     B, C = cache.x_shape[:2]
     padded = tuple(n + 2 * p for n, p in zip(cache.x_shape[2:], cache.padding))
+    if cache.argmax is None:
+        raise ValueError(f"{cache.op}: the cache holds no argmax (not a max-pooling cache)")
     taps = np.unravel_index(cache.argmax, cache.kernel)
     pos = []
     for i in range(nd):
@@ -221,6 +223,8 @@ def global_max_pool_backward(dy, cache: GlobalPoolCache):
     dy = as_float_array(dy, "dy", cache.op)
     check_grad_shape(dy, cache.x_shape[:2], cache.op)
     dx = np.zeros(cache.x_shape[:2] + (int(np.prod(cache.x_shape[2:])),), dtype=np.result_type(dy, cache.dtype))
+    if cache.argmax is None:
+        raise ValueError(f"{cache.op}: the cache holds no argmax (not a max-pooling cache)")
     np.put_along_axis(dx, cache.argmax[..., None], dy[..., None], axis=-1)
     return dx.reshape(cache.x_shape)
 

@@ -151,7 +151,7 @@ def plot_comparison(runs: Sequence[ModelRun], path: str | Path, *, title: str = 
         a = run.attack
         before, after = a.before[0][0], a.after[0][0]
         show(row[0], run.image, f"{run.name}\ninput: {_short(before.name)} p={before.prob:.2f}")
-        goal = f"target {_short(run.target_name)}" if run.target is not None else "untargeted"
+        goal = f"target {_short(run.target_name or str(run.target))}" if run.target is not None else "untargeted"
         verdicts = "; ".join(f"{_short(k[cut:] or k, 16)}: {_short(v['top1_name'], 14)}"
                              for k, v in run.transfer.items())
         eps = a.settings["eps"]

@@ -29,6 +29,7 @@ import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -54,7 +55,21 @@ class DataSpec:
 
 
 def parse_data_spec(text: str) -> DataSpec:
-    """``KIND:PATH`` with KIND in folder, nips17, list, mnist; the path must exist."""
+    """``KIND:PATH`` with KIND in folder, nips17, list, mnist; the path must exist.
+
+    Example:
+
+    ```pycon
+    >>> import tempfile
+    >>> from pathlib import Path
+    >>> from robustlens.robust import parse_data_spec
+    >>> folder = tempfile.mkdtemp()  # any existing folder of class folders
+    >>> spec = parse_data_spec(f"folder:{folder}")
+    >>> spec.kind, Path(spec.path) == Path(folder)
+    ('folder', True)
+
+    ```
+    """
     kind, sep, rest = str(text).partition(":")
     if not sep or kind not in DATA_KINDS:
         raise UserError(f"--data {text!r}: expected KIND:PATH with KIND one of {', '.join(DATA_KINDS)} "
@@ -171,6 +186,7 @@ class LabelledImages(Dataset):
     def image(self, i: int) -> torch.Tensor:
         if self.paths is not None:
             return preprocess(load_pil(self.paths[i]), self.config)
+        assert self.pixels is not None  # exactly one of the two (__init__)
         return tensor_to_model_input(self.pixels[i], self.config)
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
@@ -178,9 +194,12 @@ class LabelledImages(Dataset):
 
     def subset(self, indices: Sequence[int]) -> "LabelledImages":
         idx = list(indices)
-        kw = {"paths": [self.paths[i] for i in idx]} if self.paths is not None else {"pixels": self.pixels[idx]}
-        return LabelledImages(self.config, self.labels[idx].tolist(), description=self.description,
-                              skipped=self.skipped, **kw)
+        labels = self.labels[idx].tolist()
+        if self.paths is not None:
+            return LabelledImages(self.config, labels, paths=[self.paths[i] for i in idx],
+                                  description=self.description, skipped=self.skipped)
+        return LabelledImages(self.config, labels, pixels=self.pixels[idx] if self.pixels is not None else None,
+                              description=self.description, skipped=self.skipped)
 
 
 def tensor_to_model_input(img: torch.Tensor, config: PreprocessConfig) -> torch.Tensor:
@@ -287,7 +306,7 @@ def read_idx(path: str | Path) -> np.ndarray:
         raise UserError(f"cannot read IDX file {p}: {_reason(e)}") from None
     if len(data) < 4 or data[0] != 0 or data[1] != 0:
         raise UserError(f"{p} is not an IDX file (bad magic number)")
-    dtypes = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
+    dtypes: dict[int, Any] = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
     if data[2] not in dtypes:
         raise UserError(f"{p}: unknown IDX data type 0x{data[2]:02x}")
     ndim = data[3]
@@ -334,13 +353,13 @@ def open_dataset(spec: str | DataSpec, model, *, limit: int | None = None) -> La
     config: PreprocessConfig = model.config
     space = LabelSpace.of(model)
     if spec.kind == "mnist":
-        pixels, labels = load_mnist(spec.path)
+        pixels, digits = load_mnist(spec.path)
         if space.wnids is not None:
             raise UserError(f"MNIST labels are digits; {getattr(model, 'name', 'this model')} has ImageNet classes")
-        if int(labels.max()) >= space.num_classes:
-            raise UserError(f"MNIST labels go up to {int(labels.max())}; the model has {space.num_classes} classes")
-        keep = spread_indices(len(labels), limit)
-        return LabelledImages(config, labels[keep].tolist(), pixels=pixels[keep], description=str(spec))
+        if int(digits.max()) >= space.num_classes:
+            raise UserError(f"MNIST labels go up to {int(digits.max())}; the model has {space.num_classes} classes")
+        keep = spread_indices(len(digits), limit)
+        return LabelledImages(config, digits[keep].tolist(), pixels=pixels[keep], description=str(spec))
     reader = {"folder": _folder, "nips17": _nips17, "list": _list}[spec.kind]
     try:
         paths, labels, skipped = reader(spec.path, space)

@@ -15,6 +15,7 @@ the model-resolution image is written instead, and ``result.json`` says so.
 from __future__ import annotations
 
 import argparse
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
@@ -146,7 +147,7 @@ def _write_figures(out: Path, res, targets: list[int] | None) -> list[str]:
         files.append(plot_topk(res.after[i], out / f"top5_after{tag}.png", highlight=hl,
                                title=f"after the attack{' on ' + str(hl) if hl is not None else ''}: top-5").name)
     if res.history:
-        series = {"loss (mean over running rows)": [h["loss"] for h in res.history]}
+        series: dict[str, Sequence[float]] = {"loss (mean over running rows)": [h["loss"] for h in res.history]}
         key = "target_prob" if res.targeted else "label_prob"
         if key in res.history[0]:
             series[key.replace("_", " ")] = [h[key] for h in res.history]

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import argparse
+from collections.abc import Sequence
 
 from robustlens.cli.common import emit
 from robustlens.errors import UserError
-from robustlens.models.labels import imagenet_classes, resolve_class
+from robustlens.models.labels import ImageNetClass, imagenet_classes, resolve_class
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -20,6 +21,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     classes = imagenet_classes()
+    rows: Sequence[ImageNetClass]
     if args.query is None:
         rows = classes
     else:

@@ -19,8 +19,9 @@ from robustlens.recipes.synthesis.tasks import (
     translate,
 )
 
-RECIPES = {"generate": generate, "inpaint": inpaint, "superres": super_resolve, "translate": translate,
-           "sketch": sketch_to_image, "paint": paint_features}
+RECIPES: dict[str, Callable[..., SynthesisResult]] = {
+    "generate": generate, "inpaint": inpaint, "superres": super_resolve, "translate": translate,
+    "sketch": sketch_to_image, "paint": paint_features}
 
 
 def comparison_figure(results: dict[str, SynthesisResult], path: str | Path, *, columns: int = 8,
