@@ -65,6 +65,7 @@ class Server:
         self.status: int | None = None
         self.cut_after: int | None = None
         self.ranges = True
+        self.content_type = "application/octet-stream"
         self.requests: list[tuple[str, str | None]] = []
         server = self
 
@@ -90,7 +91,7 @@ class Server:
                 else:
                     self.send_response(200)
                 body = data[start:]
-                self.send_header("Content-Type", "application/octet-stream")
+                self.send_header("Content-Type", server.content_type)
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
                 if server.cut_after is not None:
@@ -128,7 +129,7 @@ def lenet_entry(monkeypatch, tmp_path):
     """A published entry for a LeNet-5 Madry checkpoint (small, so the tests are fast)."""
     entry = pub.Published(name="test_lenet", arch="mnist_lenet5", url="https://example.invalid/lenet.pt",
                           filename="lenet_madry.pt", dataset="mnist", threat="L2 eps=1", mean=(0.0,), std=(1.0,),
-                          licence="test", citation="test", page="test")
+                          licence="test", citation="test", page="test", url_source="test")
     monkeypatch.setitem(pub.PUBLISHED, entry.name, entry)
     src = tmp_path / "src" / entry.filename
     src.parent.mkdir()
@@ -266,19 +267,60 @@ def test_no_network_connection_refused(online, lenet_entry, monkeypatch):
     assert "\n" not in str(e.value)
 
 
-def test_html_answer_is_refused(online, lenet_entry, monkeypatch):
+GDRIVE_VIRUS_SCAN_PAGE = (  # the page Google Drive sends instead of a file too large to scan (shape as of 2024)
+    b'<!DOCTYPE html><html><head><title>Google Drive - Virus scan warning</title><meta http-equiv="content-type" '
+    b'content="text/html; charset=utf-8"/></head><body><div class="uc-main"><div id="uc-text"><p '
+    b'class="uc-warning-caption">Google Drive can\'t scan this file for viruses.</p><p class="uc-warning-subcaption">'
+    b'<span class="uc-name-size"><a href="/open?id=1TmT5oGa1UvVjM3d-XeSj_XmKqBNRUg8r">Salman2020Do_R50.pt</a> (98M)'
+    b'</span> is too large for Google to scan for viruses. Would you still like to download this file?</p><form '
+    b'id="download-form" action="https://drive.usercontent.google.com/download" method="get"><input type="submit" '
+    b'id="uc-download-link" value="Download anyway"/><input type="hidden" name="id" '
+    b'value="1TmT5oGa1UvVjM3d-XeSj_XmKqBNRUg8r"><input type="hidden" name="export" value="download"><input '
+    b'type="hidden" name="confirm" value="t"><input type="hidden" name="uuid" value="0f1e2d3c"></form></div></div>'
+    b'</body></html>')
+
+
+@pytest.mark.parametrize("content_type", ["text/html; charset=utf-8", "application/octet-stream"])
+def test_google_drive_virus_scan_page_is_refused_in_one_line(online, lenet_entry, content_type):
+    """Served from 127.0.0.1 as Drive sends it (text/html) and as a mirror might (declared as a binary file)."""
     entry, _, _ = lenet_entry
+    online.files[entry.filename] = GDRIVE_VIRUS_SCAN_PAGE
+    online.content_type = content_type
+    with pytest.raises(UserError, match="Google Drive's virus-scan confirmation page.*put it at .*lenet_madry.pt$") \
+            as e:
+        pub.fetch_published(entry.name)
+    assert "\n" not in str(e.value)
+    assert cache_files() == []
 
-    class Resp(io.BytesIO):
-        def __init__(self):
-            super().__init__(b"<html>confirm</html>")
-            self.status = 200
-            self.headers = {"Content-Type": "text/html"}
 
-    monkeypatch.setattr("urllib.request.urlopen", lambda request, timeout: Resp())
+def test_other_web_page_is_refused(online, lenet_entry):
+    entry, _, _ = lenet_entry
+    online.files[entry.filename] = b"\n  <html><body>Please sign in</body></html>"
     with pytest.raises(UserError, match="answered with a web page"):
         pub.fetch_published(entry.name)
     assert cache_files() == []
+
+
+def test_published_list_says_where_each_url_comes_from_and_the_recorded_digest(online, lenet_entry, capsys,
+                                                                                 monkeypatch):
+    entry, src, _ = lenet_entry
+    online.files[entry.filename] = src.read_bytes()
+    assert main(["models", "--weights", entry.name, "--json"]) == 0
+    fetched = json.loads(capsys.readouterr().out)
+    assert fetched["sha256"] == hashlib.sha256(src.read_bytes()).hexdigest()
+    rows = {r["name"]: r for r in pub.list_published()}
+    assert rows[entry.name]["sha256_recorded"] == fetched["sha256"]
+    assert rows[entry.name]["fetch_url"] == f"{online.url}/{entry.filename}"
+    assert rows[entry.name]["fetch_url_source"] == f"${pub.BASE_URL_ENV} (a mirror)"
+    monkeypatch.delenv(pub.BASE_URL_ENV)
+    rows = {r["name"]: r for r in pub.list_published()}
+    assert "MadryLab/robustness README.rst" in rows["madry_l2_3"]["fetch_url_source"]
+    assert "robustbench/model_zoo/cifar10.py" in rows["Wong2020Fast"]["fetch_url_source"]
+    assert "1Re--_lf3jCEw9bnQqGkjw3J7v2tSZKrv" in rows["Wong2020Fast"]["fetch_url_source"]
+    assert main(["models", "--published"]) == 0
+    text = capsys.readouterr().out
+    assert "URL from: RobustBench robustbench/model_zoo/imagenet.py" in text
+    assert f"SHA-256 {fetched['sha256'][:16]}... recorded at the first download" in text
 
 
 def test_offline_one_line_names_the_url_and_the_place(tmp_path, monkeypatch, capsys):

@@ -165,14 +165,28 @@ def _short(reason: object) -> str:
     return text[0] if text else type(reason).__name__
 
 
+def _web_page(first: bytes, content_type: str) -> str:
+    """What kind of web page the answer is ('' for a file): declared as HTML, or HTML by its first bytes
+    (whatever the server declared). Google Drive answers a large file with its virus-scan confirmation page."""
+    head = first[:4096].lstrip().lower()
+    if "text/html" not in content_type.lower() and not head.startswith((b"<!doctype html", b"<html")):
+        return ""
+    if b"google drive" in head or b"virus scan" in head or b"drive.usercontent.google.com" in first.lower():
+        return "Google Drive's virus-scan confirmation page (the file is too large for Drive to scan)"
+    return "a web page (a sign-in or confirmation page?)"
+
+
 def _receive(response, partial: Path, *, have: int, url: str, what: str, progress: bool) -> None:
     """Stream the body of ``response`` into ``partial`` (appending after a 206 answer to a Range request)."""
     from tqdm.auto import tqdm
 
-    if "text/html" in (response.headers.get("Content-Type") or ""):
-        partial.unlink(missing_ok=True)
-        raise UserError(f"cannot download {what}: {url} answered with a web page, not the file (a sign-in or "
-                        "confirmation page?); download it in a browser and put it in the cache (see docs/models.md)")
+    first = response.read(CHUNK)
+    page = _web_page(first, response.headers.get("Content-Type") or "")
+    if page:
+        if not have:
+            partial.unlink(missing_ok=True)
+        raise UserError(f"cannot download {what}: {url} answered with {page}, not the file; download it in a "
+                        f"browser and put it at {partial.with_name(partial.name.removesuffix('.partial'))}")
     resumed = response.status == 206
     length = response.headers.get("Content-Length")
     total = (int(length) + (have if resumed else 0)) if length else None
@@ -181,6 +195,8 @@ def _receive(response, partial: Path, *, have: int, url: str, what: str, progres
     with open(partial, mode) as f, tqdm(total=total, initial=start, unit="B", unit_scale=True,
                                         desc=partial.name.removesuffix(".partial"), disable=not progress,
                                         leave=False) as bar:
+        f.write(first)
+        bar.update(len(first))
         for block in iter(lambda: response.read(CHUNK), b""):
             f.write(block)
             bar.update(len(block))

@@ -41,7 +41,8 @@ def _gdrive(file_id: str) -> str:
 class Published:
     """One published checkpoint: where it is (``url``, cached as ``filename``), what it is (``arch``: a zoo
     name; ``dataset``, ``threat``), how inputs in [0, 1] are normalised (``mean``/``std``), its ``licence``,
-    ``citation`` and ``sha256`` (None where it cannot be known before the first download)."""
+    ``citation``, ``url_source`` (where the URL was taken from) and ``sha256`` (None where it cannot be known
+    before the first download)."""
 
     name: str
     arch: str
@@ -54,6 +55,7 @@ class Published:
     licence: str
     citation: str
     page: str
+    url_source: str
     sha256: str | None = None
 
     def to_dict(self) -> dict:
@@ -64,15 +66,20 @@ def _madry(name: str, file_id: str, filename: str, threat: str) -> Published:
     return Published(name=name, arch="resnet50", url=f"https://www.dropbox.com/s/{file_id}/{filename}?dl=1",
                      filename=filename, dataset="imagenet", threat=threat, mean=IMAGENET_MEAN, std=IMAGENET_STD,
                      licence=_MADRY_LICENCE, citation=_MADRY_CITATION,
-                     page="https://github.com/MadryLab/robustness#pretrained-models")
+                     page="https://github.com/MadryLab/robustness#pretrained-models",
+                     url_source=f"MadryLab/robustness README.rst, 'Pretrained models' (Dropbox link to {filename}, "
+                                "?dl=0 there; ?dl=1 gives the file)")
 
 
 def _robustbench(name: str, arch: str, file_id: str, dataset: str, threat: str, mean, std, cite: str,
                  repo: str) -> Published:
     licence = f"the authors' ({repo}; not verified here); RobustBench code MIT"
+    zoo = "imagenet" if dataset == "imagenet" else "cifar10"
     return Published(name=name, arch=arch, url=_gdrive(file_id), filename=f"robustbench_{name}.pt", dataset=dataset,
                      threat=threat, mean=tuple(mean), std=tuple(std), licence=licence,
-                     citation=f"{cite}; via {_RB_CITATION}", page="https://github.com/RobustBench/robustbench")
+                     citation=f"{cite}; via {_RB_CITATION}", page="https://github.com/RobustBench/robustbench",
+                     url_source=f"RobustBench robustbench/model_zoo/{zoo}.py, Linf, {name}: 'gdrive_id' {file_id} "
+                                "(Google Drive download URL)")
 
 
 PUBLISHED: dict[str, Published] = {p.name: p for p in [
@@ -105,11 +112,18 @@ def standard_counterpart(name: str) -> tuple[str, str] | None:
 
 def list_published() -> list[dict]:
     """Every entry as a dict (for ``robustlens models --published``), with its cache path and state."""
+    import json
+
     rows = []
+    mirror = os.environ.get(BASE_URL_ENV, "")
     for p in PUBLISHED.values():
         raw, converted = _paths(p)
         state = "converted" if converted.is_file() else ("downloaded" if raw.is_file() else "not downloaded")
-        rows.append({**p.to_dict(), "cache": str(raw), "state": state})
+        record = digest_record(raw)
+        recorded = json.loads(record.read_text(encoding="utf-8")).get("sha256") if record.is_file() else None
+        rows.append({**p.to_dict(), "cache": str(raw), "state": state, "fetch_url": source_url(p),
+                     "fetch_url_source": f"${BASE_URL_ENV} (a mirror)" if mirror else p.url_source,
+                     "sha256_recorded": recorded})
     return rows
 
 

@@ -5,7 +5,7 @@ folder, and results one section leaves for another)."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +20,8 @@ from robustlens.models.preprocess import to_batch
 from robustlens.plots import plot_topk
 from robustlens.report.blocks import safe_file_name
 
-TARANTULA, TIGER_CAT = 76, 282
+TARANTULA, TIGER_CAT, GOLDFISH = 76, 282, 1
+SYNTHESIS_PUBLISHED_MEAN = 255  # steps per synthesis task at the published counts (720, 40, 200, 60)
 
 
 @dataclass(frozen=True)
@@ -43,6 +44,7 @@ class ReportSettings:
     attack_steps: int = 50
     inversion_layers: tuple[str, ...] = ()
     inversion_steps: int = 100
+    robust_targets: tuple[int, ...] = (TIGER_CAT, TARANTULA, GOLDFISH)  # 4(e) on a 1000-class (ImageNet) pair
     robust_norm: str = "l2"
     robust_eps: float = 1.5   # the default robust model's training ε (L2, 128 px)
     robust_attack_steps: int = 60
@@ -71,9 +73,22 @@ class ReportSettings:
                     digits_epochs=1, explain_steps=2, explain_samples=2, synthesis_steps=3, quick=True)
         return cls(**{**base, **overrides})
 
+    def scaled(self, factor: float) -> "ReportSettings":
+        """Every optimisation's step count times ``factor`` (at least 2 each; the explain counts at least 2)."""
+        def n(v: int) -> int:
+            return max(2, round(v * factor))
+
+        names = ("attack_steps", "inversion_steps", "robust_attack_steps", "robust_big_steps",
+                 "robust_inversion_steps", "dream_steps", "visualize_steps", "explain_steps", "explain_samples")
+        over: dict[str, Any] = {k: n(getattr(self, k)) for k in names}
+        if factor < 1:  # 0 means each synthesis task's published count (inpainting 720 steps ...)
+            over["synthesis_steps"] = n(self.synthesis_steps or SYNTHESIS_PUBLISHED_MEAN)
+        return replace(self, **over)
+
     def to_dict(self) -> dict:
         d = asdict(self)
         d["targets"] = list(self.targets)
+        d["robust_targets"] = list(self.robust_targets)
         d["inversion_layers"] = list(self.inversion_layers)
         d["explain_methods"] = list(self.explain_methods)
         return d

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import json
+from pathlib import Path
 
 from robustlens.cli.common import emit
 from robustlens.models import list_models
@@ -43,9 +45,14 @@ def _published(args: argparse.Namespace) -> int:
     from robustlens.models.published import list_published
 
     rows = list_published()
-    lines = [f"{r['name']:<20} {r['dataset']:<8} {r['threat']:<15} {r['arch']:<21} {r['state']}" for r in rows]
+    lines = []
+    for r in rows:
+        digest = f" (SHA-256 {r['sha256_recorded'][:16]}... recorded at the first download)" \
+            if r["sha256_recorded"] else ""
+        lines += [f"{r['name']:<20} {r['dataset']:<8} {r['threat']:<15} {r['arch']:<21} {r['state']}{digest}",
+                  f"    {r['fetch_url']}", f"    URL from: {r['fetch_url_source']}"]
     lines += ["", "Use as --model NAME (or --model ARCH --weights NAME); downloaded once into the torch hub cache.",
-              "`robustlens models --weights NAME` fetches one now; --json shows URLs, licences and citations."]
+              "`robustlens models --weights NAME` fetches one now; --json adds licences, citations and cache paths."]
     emit({"published": rows}, args, "\n".join(lines))
     return 0
 
@@ -53,15 +60,19 @@ def _published(args: argparse.Namespace) -> int:
 def _fetch(args: argparse.Namespace) -> int:
     import torch
 
-    from robustlens.models.published import fetch_published, load_published
+    from robustlens.models.hub import digest_record
+    from robustlens.models.published import fetch_published, list_published, load_published
 
     path = fetch_published(args.fetch)
     model = load_published(args.fetch)
+    record = next((digest_record(Path(r["cache"])) for r in list_published() if r["name"] == args.fetch), None)
+    sha = json.loads(record.read_text(encoding="utf-8")).get("sha256") if record and record.is_file() else None
     size = model.config.input_size
     with torch.no_grad():  # one grey image through the network: the checkpoint really loads and runs
         logits = model(torch.full((1, model.config.channels, size, size), 0.5))
     result = {"name": args.fetch, "path": str(path), "model": model.describe(),
-              "parameters": sum(t.numel() for t in model.parameters()), "logits_shape": list(logits.shape)}
+              "parameters": sum(t.numel() for t in model.parameters()), "logits_shape": list(logits.shape),
+              "sha256": sha}
     emit(result, args, f"{args.fetch}: {path}\nloaded {model.weights}: {result['parameters']:,} parameters, "
-                       f"{logits.shape[1]} classes")
+                       f"{logits.shape[1]} classes" + (f"\nSHA-256 of the download: {sha}" if sha else ""))
     return 0

@@ -91,14 +91,16 @@ def settings_from(args: argparse.Namespace) -> ReportSettings:
     return ReportSettings.quick_settings(**over) if args.quick else ReportSettings(**over)
 
 
-def run_report(args: argparse.Namespace, **kwargs) -> int:
-    """Build the report, print progress on stderr and the HTML path (or JSON) on stdout."""
+def run_report(args: argparse.Namespace, *, settings: ReportSettings | None = None, extra: dict | None = None,
+               **kwargs) -> int:
+    """Build the report (``settings``: default from ``args``), print progress on stderr and the HTML path (or
+    JSON, with ``extra`` added) on stdout."""
     def log(line: str) -> None:
         if not args.json:
             sys.stderr.write(line.rstrip("\n") + "\n")
             sys.stderr.flush()
 
-    settings = settings_from(args)
+    settings = settings or settings_from(args)
     notes = warn(vacuous_eps(settings.norm, settings.eps, ())) + warn(vacuous_eps(settings.robust_norm,
                                                                                   settings.robust_eps, ()))
     with speed_from_args(args):
@@ -108,7 +110,8 @@ def run_report(args: argparse.Namespace, **kwargs) -> int:
                 for s in report["sections"]]
     html = Path(args.out).resolve() / Path(report["html"]).name
     result = {"html": str(html), "json": str(html.with_name("report.json")),
-              "status": report["status"], "seconds": report["seconds"], "sections": sections, "notes": notes}
+              "status": report["status"], "seconds": report["seconds"], "sections": sections, "notes": notes,
+              **(extra or {})}
     lines = [f"  {s['status']:<11} {s['seconds']:7.1f} s  {s['title']}" for s in sections]
     lines += [f"total {report['seconds']:.1f} s; status {report['status']}", str(html)]
     emit(result, args, "\n".join(lines))
