@@ -18,7 +18,7 @@ from robustlens.errors import UserError
 _WRITE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM}
 
 COMMANDS = ["models", "classes", "layers", "classify", "demo", "report", "app", "train", "evaluate", "compare",
-            "attack", "invert", "dream", "visualize", "explain", "synthesize"]
+            "attack", "invert", "dream", "visualize", "explain", "synthesize", "audit"]
 
 
 class _Parser(argparse.ArgumentParser):

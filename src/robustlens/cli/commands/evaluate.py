@@ -55,8 +55,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data", required=True, help="folder:PATH, nips17:PATH, list:FILE or mnist:PATH")
     p.add_argument("--attack", default="autoattack", choices=ATTACK_CHOICES,
                    help="autoattack (default), one of its attacks alone, or pgd")
-    p.add_argument("--version", default="standard", choices=["standard", "plus", "rand"],
-                   help="AutoAttack version (default standard; plus: restarts; rand: for randomised models)")
+    p.add_argument("--version", choices=["standard", "plus", "rand"],
+                   help="AutoAttack version (default standard; plus: restarts; rand: for randomised models); not "
+                        "for --attack pgd")
     p.add_argument("--norm", default="linf", choices=["linf", "l2", "l1"], help="threat model (default linf)")
     p.add_argument("--eps", type=eps_list, help="comma-separated radii in [0,1] pixel units (default 8/255 for "
                                                  "linf, 0.5 for l2, 10 for l1)")
@@ -83,6 +84,29 @@ def _check(args: argparse.Namespace) -> None:
     count("--workers", args.workers, minimum=0)
     if args.norm == "l1" and args.attack in ("autoattack", "fab-t", "square"):
         raise UserError(f"--attack {args.attack} supports --norm linf and l2 (APGD alone and PGD also l1)")
+    refuse_inapplicable(args)
+
+
+OPTION_KEYS = {"--steps": "steps", "--step-size": "step_size", "--restarts": "restarts", "--queries": "queries"}
+PGD_KEYS = frozenset({"steps", "step_size", "restarts"})
+
+
+def refuse_inapplicable(args: argparse.Namespace) -> None:
+    """An attack option given for an --attack (and --version) that has no such setting is a UserError: it is
+    applied or refused, never dropped."""
+    from robustlens.robust.autoattack.runner import plan
+
+    if args.attack == "pgd":
+        if args.version is not None:
+            raise UserError("--version applies to AutoAttack and its attacks, not to --attack pgd")
+        keys, what = PGD_KEYS, "--attack pgd"
+    else:
+        steps = plan(args.attack, args.version or "standard")
+        keys = frozenset(k for _, settings in steps for k in settings)
+        what = f"--attack {args.attack} (--version {args.version or 'standard'}: {', '.join(a for a, _ in steps)})"
+    for option, key in OPTION_KEYS.items():
+        if getattr(args, key) is not None and key not in keys:
+            raise UserError(f"{option} does not apply to {what}; its settings are {', '.join(sorted(keys))}")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -143,10 +167,10 @@ def _autoattack(args, model, dataset, eps, ctx, out) -> tuple[dict, list[str]]:
     overrides = {k: getattr(args, k) for k in ("steps", "restarts", "queries") if getattr(args, k) is not None}
     try:
         result = evaluate_autoattack(model, dataset, norm=args.norm, eps=eps, attack=args.attack,
-                                     version=args.version, overrides=overrides, batch_size=args.batch_size,
+                                     version=args.version or "standard", overrides=overrides, batch_size=args.batch_size,
                                      seed=args.seed, workers=args.workers, ctx=ctx, progress=not args.no_progress)
-    except ValueError as e:
-        raise UserError(str(e)) from None
+    except ValueError as err:
+        raise UserError(str(err)) from None
     summary = result.to_dict()
     if out:
         summary["figures"] = [plot_breakdown(result, out / "robust_accuracy_after_each_attack.png").name]
