@@ -64,7 +64,7 @@ def test_demo_on_resnet50_and_madry_l2_3_every_section_ok(simulated_hub, tmp_pat
     elsewhere.mkdir()
     monkeypatch.chdir(elsewhere)  # as a user runs it: from another folder, output relative to it
     code = main(["demo", "--model", "resnet50", "--robust-model", "madry_l2_3", "--quick", "--json",
-                 "--out", "p4", "--threads", "2"])
+                 "--out", "p4", "--threads", "2", "--budget", "1"])
     out = json.loads(capsys.readouterr().out)
     assert code == 0, out
     assert {s["id"]: s["status"] for s in out["sections"]} == {s["id"]: "ok" for s in out["sections"]}
