@@ -78,3 +78,18 @@ def test_demo_on_resnet50_and_madry_l2_3_every_section_ok(simulated_hub, tmp_pat
     assert robust["settings"]["standard model"].startswith("resnet50 (imagenet")
     assert (elsewhere / "p4" / "report.html").is_file()
     assert (simulated_hub / "imagenet_l2_3_0.robustlens.safetensors").is_file()
+
+
+def test_budget_scales_the_steps_to_fit_and_leaves_a_cheap_run_alone():
+    from robustlens.report.budget import FIXED_S, estimate, fit
+    from robustlens.report.context import ReportSettings
+
+    st = ReportSettings()
+    full = estimate(st, 0.5, 1.0)
+    assert full.total > 600  # ResNet-50-like passes: the full settings do not fit 10 minutes
+    scaled, cost = fit(st, 0.5, 1.0, 600)
+    assert cost.total <= 600 * 1.02 and 0 < cost.factor < 1
+    assert scaled.attack_steps < st.attack_steps and scaled.robust_inversion_steps >= 2 and scaled.synthesis_steps
+    assert estimate(scaled, 0.5, 1.0).total == cost.total
+    same, cheap = fit(st, 0.001, 0.002, 600)
+    assert same == st and cheap.factor == 1 and cheap.total < FIXED_S + 20
