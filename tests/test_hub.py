@@ -384,3 +384,14 @@ def test_real_entry_madry_resnet50_through_create_model(online, tmp_path):
         want = ref((x - mean.view(1, 3, 1, 1)) / std.view(1, 3, 1, 1))
         assert torch.allclose(m(x), want, atol=1e-5) and torch.allclose(m2(x), want, atol=1e-5)
     assert not (tmp_path / MARKER_NAME).exists()
+
+
+def test_a_raw_file_changed_after_its_conversion_is_checked_again(online, lenet_entry):
+    entry, src, _ = lenet_entry
+    online.files[entry.filename] = src.read_bytes()
+    converted = pub.fetch_published(entry.name)
+    raw = hub_checkpoints() / entry.filename
+    madry_checkpoint(raw, seed=5)  # another file put at the same place by hand, newer than the conversion
+    os.utime(raw, ns=(converted.stat().st_mtime_ns + 10**9,) * 2)
+    with pytest.raises(UserError, match="recorded at its first download"):
+        pub.fetch_published(entry.name)
