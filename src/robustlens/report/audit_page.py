@@ -32,7 +32,8 @@ document.querySelectorAll('table.sortable').forEach(function (t) {
   });
 });
 """
-_EXTRA_CSS = "th[data-dir=desc]::after { content: ' ▼'; } th[data-dir=asc]::after { content: ' ▲'; }"
+_EXTRA_CSS = ("th[data-dir=desc]::after { content: ' ▼'; } th[data-dir=asc]::after { content: ' ▲'; } "
+              ".wide { overflow-x: auto; } td small { color: var(--muted); white-space: nowrap; }")
 
 
 def _png(fig) -> str:
@@ -167,8 +168,9 @@ def leaderboard(result: dict) -> str:
         cells.append((m["cost"]["total"]["seconds"], f"{m['cost']['total']['seconds']:.1f}"))
         rows.append("<tr>" + "".join(f'<td data-v="{html.escape(str(v))}">{t if i else html.escape(t)}</td>'
                                      for i, (v, t) in enumerate(cells)) + "</tr>")
-    return (f'<table class="sortable" id="leaderboard"><thead><tr>{"".join(f"<th>{html.escape(h)}</th>" for h in head)}'
-            f'</tr></thead><tbody>{"".join(rows)}</tbody></table>')
+    heads = "".join(f"<th>{html.escape(h)}</th>" for h in head)
+    return (f'<div class="wide"><table class="sortable" id="leaderboard"><thead><tr>{heads}</tr></thead><tbody>'
+            f'{"".join(rows)}</tbody></table></div>')
 
 
 def _model_section(label: str, m: dict) -> str:
@@ -218,8 +220,9 @@ def render(result: dict) -> str:
             leaderboard(result), f"<div class='figs'>{_img(curve_figure(result), 'robust accuracy against ε')}"
             "</div></section>"]
     body += [_model_section(label, m) for label, m in result["models"].items()]
-    body.append(f"<section><header><h2>Manifest</h2></header><pre>{html.escape(json.dumps(result['manifest'], indent=1))}"
-                f"</pre><pre>{html.escape(json.dumps(result['run'], indent=1))}</pre></section>")
+    manifest, run = (html.escape(json.dumps(result[k], indent=1)) for k in ("manifest", "run"))
+    body.append(f"<section><header><h2>Manifest</h2></header><pre>{manifest}</pre><p>This run (wall time, "
+                f"units computed and reused from the journal, load average):</p><pre>{run}</pre></section>")
     return (f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>robustlens audit</title>"
             f"<style>{_CSS}{_EXTRA_CSS}</style></head><body><main>{''.join(body)}</main>"
             f"<script>{_SCRIPT}</script></body></html>")
