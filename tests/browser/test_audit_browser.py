@@ -23,8 +23,9 @@ if importlib.util.find_spec("playwright") is None:
                 allow_module_level=True)
 
 from playwright.sync_api import sync_playwright  # noqa: E402
-from robustlens.cli.main import main  # noqa: E402
 from tests.conftest import shared_path  # noqa: E402
+
+from robustlens.cli.main import main  # noqa: E402
 
 
 def _column(page, col: int) -> list[str]:
