@@ -148,10 +148,13 @@ def test_ddp_under_torchrun(tmp_path):
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
            "-m", "robustlens", "train", "--model", "mnist_lenet5", "--data", f"mnist:{data}", "--method", "fast",
            "--eps", "0.1", "--epochs", "1", "--batch-size", "16", "--no-progress", "--json", "--out", str(tmp_path / "o")]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=180, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    # PYTHONFAULTHANDLER: a rank killed by a signal (SIGABRT, SIGSEGV) prints every thread's Python stack first
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONFAULTHANDLER": "1", "TORCH_SHOW_CPP_STACKTRACES": "1"}
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=180, env=env)
     # on failure, the ranks' own error lines (torchrun's summary at the end names only the signal)
     errors = [line for line in proc.stderr.splitlines() if any(k in line for k in (
-        "terminate", "what()", "Error", "error", "Abort", "abort", "Signal", "gloo", "Exception"))]
+        "terminate", "what()", "Error", "error", "Abort", "abort", "Signal", "gloo", "Exception", "Thread 0x",
+        "File "))]
     assert proc.returncode == 0, "\n".join(errors[-40:]) + "\n---\n" + proc.stderr[-2000:]
     lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
     assert len(lines) == 1  # only rank 0 prints
