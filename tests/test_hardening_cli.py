@@ -72,6 +72,8 @@ def command_argvs(image: Path, data: Path) -> dict[str, list[str]]:
         "demo": ["demo", "--quick"],
         "explain": ["explain", image, "--method", "saliency", "--models", "imagenette_resnet=none"],
         "synthesize": ["synthesize", "inpaint", image, "--steps", "2", *TINY],
+        "audit": ["audit", "--model", "imagenette_resnet=none", "--data", f"list:{data}", "--eps", "0.01",
+                  "--pgd-steps", "1", "--no-explain", "--no-progress"],
     }
 
 

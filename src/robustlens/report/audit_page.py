@@ -221,8 +221,9 @@ def render(result: dict) -> str:
             "</div></section>"]
     body += [_model_section(label, m) for label, m in result["models"].items()]
     manifest, run = (html.escape(json.dumps(result[k], indent=1)) for k in ("manifest", "run"))
-    body.append(f"<section><header><h2>Manifest</h2></header><pre>{manifest}</pre><p>This run (wall time, "
-                f"units computed and reused from the journal, load average):</p><pre>{run}</pre></section>")
+    body.append(f"<section><header><h2>Manifest</h2></header><details><summary>every setting, to rerun it exactly"
+                f"</summary><pre>{manifest}</pre></details><details><summary>this run: wall time, units computed "
+                f"and reused from the journal, load average</summary><pre>{run}</pre></details></section>")
     return (f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>robustlens audit</title>"
             f"<style>{_CSS}{_EXTRA_CSS}</style></head><body><main>{''.join(body)}</main>"
             f"<script>{_SCRIPT}</script></body></html>")
