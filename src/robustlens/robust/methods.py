@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from robustlens.models.classifier import Classifier
 from robustlens.optim.speed import autocast
 from robustlens.optim.steps import madry_step_size
 from robustlens.optim.threat import make_threat
@@ -77,7 +78,7 @@ class Standard:
                amp: torch.dtype | None = None) -> torch.Tensor:
         return x
 
-    def loss(self, trainee: nn.Module, model: nn.Module, x: torch.Tensor, x_train: torch.Tensor,
+    def loss(self, trainee: nn.Module, model: Classifier, x: torch.Tensor, x_train: torch.Tensor,
              y: torch.Tensor) -> Step:
         logits = trainee(model.normalize(x_train)).float()
         return F.cross_entropy(logits, y), logits
@@ -150,7 +151,7 @@ class Trades(Standard):
                        step_size=self.step_size(eps), start=start, seed=seed, progress=False, history=False)
         return res.x
 
-    def loss(self, trainee: nn.Module, model: nn.Module, x: torch.Tensor, x_train: torch.Tensor,
+    def loss(self, trainee: nn.Module, model: Classifier, x: torch.Tensor, x_train: torch.Tensor,
              y: torch.Tensor) -> Step:
         logits_clean = trainee(model.normalize(x)).float()
         logits = trainee(model.normalize(x_train)).float()

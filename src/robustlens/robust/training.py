@@ -38,6 +38,7 @@ from torch import nn
 from robustlens.checks import count, finite_all, positive
 from robustlens.errors import UserError
 from robustlens.models.checkpoints import save_weights
+from robustlens.models.classifier import Classifier
 from robustlens.optim.speed import PRECISIONS, autocast, channels_last_model, in_format, native_bf16, use_channels_last
 from robustlens.robust.checkpointing import load_checkpoint, save_checkpoint
 from robustlens.robust.distributed import Context, all_reduce_sum, barrier
@@ -195,7 +196,7 @@ def _truncate_log(path: Path, step: int) -> None:
 
 
 def train(
-    model: nn.Module,
+    model: Classifier,
     images: torch.Tensor,
     labels: torch.Tensor,
     cfg: TrainConfig,
@@ -241,7 +242,7 @@ def train(
 class _Training:
     """The state of one :func:`train` run: data, model, optimiser, counters; one method per phase."""
 
-    def __init__(self, model: nn.Module, images: torch.Tensor, labels: torch.Tensor, cfg: TrainConfig, *, out: Path,
+    def __init__(self, model: Classifier, images: torch.Tensor, labels: torch.Tensor, cfg: TrainConfig, *, out: Path,
                  ctx: Context, val, val_robust: int, log_every: int, checkpoint_every: int,
                  extra_metadata: dict | None, snapshot: Path | None = None):
         self.model, self.images, self.labels, self.cfg, self.ctx = model, images, labels, cfg, ctx
@@ -275,7 +276,8 @@ class _Training:
         self.running = torch.zeros(3, dtype=torch.float64)  # loss sum, correct on the training inputs, count
         self.epoch_running = torch.zeros(3, dtype=torch.float64)
         self.last_metrics: dict = {}
-        self.step, self.resumed_from, self.eps = 0, None, cfg.eps
+        self.step, self.eps = 0, cfg.eps
+        self.resumed_from: int | None = None
         self._perm: tuple[int, torch.Tensor] = (-1, torch.empty(0, dtype=torch.long))
         self.t0 = time.perf_counter()
         self.seconds_before = 0.0  # training seconds of the earlier runs this one resumes (all machines)
@@ -403,7 +405,7 @@ class _Training:
                            resumed_from=self.resumed_from, final=self.last_metrics, model_path=model_path)
 
 
-def _validate(model: nn.Module, val: tuple[torch.Tensor, torch.Tensor], cfg: TrainConfig, val_robust: int,
+def _validate(model: Classifier, val: tuple[torch.Tensor, torch.Tensor], cfg: TrainConfig, val_robust: int,
               ctx: Context) -> dict:
     from robustlens.robust.datasets import LabelledImages, spread_indices
     from robustlens.robust.evaluate import evaluate_robustness
