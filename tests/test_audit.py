@@ -32,7 +32,11 @@ def _cmd(out: Path, *extra: str, limit: int = 24, batch: int = 8) -> list[str]:
 def figures(result: dict) -> dict:
     """Every figure of every model: all but the cost (seconds; and the pass counts, which include one-time probes
     of the model that each new process makes) and the run's own counters."""
-    return {label: {k: v for k, v in m.items() if k != "cost"} for label, m in result["models"].items()}
+    out = {label: {k: v for k, v in m.items() if k != "cost"} for label, m in result["models"].items()}
+    for m in out.values():
+        if m.get("explain"):
+            m["explain"] = {k: v for k, v in m["explain"].items() if k != "seconds"}
+    return out
 
 
 def test_wilson_and_ece_by_hand():

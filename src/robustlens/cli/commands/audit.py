@@ -182,8 +182,10 @@ def _audit(args: argparse.Namespace, ctx, models: list[dict]) -> int:
     for k, m in enumerate(models):
         audit_batches(m["model"], m["dataset"], f"m{k}", journal, p, ctx=ctx, progress=progress, label=m["label"])
         if ctx.is_main and not args.no_explain and journal.get(f"m{k}/explain") is None:
-            journal.put(f"m{k}/explain", explain_record(m["model"], m["dataset"], images=settings["explain_images"],
-                                                        stages=settings["sanity_stages"], seed=args.seed))
+            t1 = time.perf_counter()
+            record = explain_record(m["model"], m["dataset"], images=settings["explain_images"],
+                                    stages=settings["sanity_stages"], seed=args.seed)
+            journal.put(f"m{k}/explain", {**record, "seconds": time.perf_counter() - t1})
     distributed.barrier(ctx)
     if not ctx.is_main:
         return 0
