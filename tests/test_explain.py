@@ -106,6 +106,9 @@ def test_smoothgrad_is_mean_of_noisy_gradients():
     assert rel(sg, by_hand) < 1e-5
 
 
+FLOAT32_FLOOR = 1e-6  # completeness errors this small are float32 rounding of logits of order 1, in either direction
+
+
 def test_ig_completeness_converges_gauss_legendre_fastest():
     m, x = tiny(smooth=True), images(2)
     t = torch.tensor([0, 1])
@@ -113,8 +116,8 @@ def test_ig_completeness_converges_gauss_legendre_fastest():
     for rule in ("riemann_right", "riemann_middle", "gausslegendre"):
         err[rule] = [float(IntegratedGradients(m).attribute(x, t, steps=k, rule=rule, baseline="blur")
                            .completeness_error.abs().max()) for k in (2, 8, 32)]
-    for rule, e in err.items():
-        assert e[2] < e[1] < e[0], (rule, e)
+    for rule, e in err.items():  # each rule converges, down to float32 rounding (below 1e-6 the error is noise)
+        assert e[1] < e[0] and (e[2] < e[1] or max(e[1], e[2]) < FLOAT32_FLOOR), (rule, e)
     assert err["gausslegendre"][1] < err["riemann_middle"][2] < err["riemann_right"][2]
     assert err["gausslegendre"][2] < 1e-5
 
