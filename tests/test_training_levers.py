@@ -8,13 +8,13 @@ import json
 import pytest
 import torch
 import torch.nn.functional as F
+from tests.test_training import _digits
 
 from robustlens.models import create_model
 from robustlens.models.checkpoints import read_metadata
 from robustlens.optim.threat import make_threat
 from robustlens.robust.methods import training_adversary
 from robustlens.robust.training import TrainConfig, train, training_dtype
-from tests.test_training import _digits
 
 
 @pytest.mark.parametrize("norm,eps", [("linf", 0.1), ("l2", 1.0)])

@@ -196,13 +196,10 @@ IMAGENETTE128_CONFIG = PreprocessConfig(input_size=128, resize_size=128, interpo
 IMAGENETTE128_WIDTHS = (24, 48, 96, 192)  # 0.69 M parameters; at 128 px layer4 is 8×8
 
 
-RESNET18_32 = {"widths": (32, 64, 128, 256), "blocks": (2, 2, 2, 2)}  # 2.8 M parameters; layer4 8×8 at 128 px
-
-
 def imagenette128_resnet18_32_net() -> ImagenetteResNet:
     """The long-run pair's architecture (docs/models.md, "Choosing the architecture"): ResNet-18's 2-2-2-2 basic
     blocks at half its widths (32-256), a 3×3 stride-2 stem without max-pooling, so ``layer4`` is 8×8 at 128 px."""
-    return ImagenetteResNet(**RESNET18_32)
+    return ImagenetteResNet(widths=(32, 64, 128, 256), blocks=(2, 2, 2, 2))  # 2.8 M parameters
 
 
 def imagenette128_net() -> ImagenetteResNet:
