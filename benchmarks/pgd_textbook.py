@@ -140,10 +140,11 @@ def main() -> int:
             rows[name][seed] = {"robust": count / len(y), "count": count, "seconds": round(time.perf_counter() - t0, 1)}
             print(f"{name:<36} seed {seed}: robust {count / len(y):.4f} ({count}) "
                   f"{time.perf_counter() - t0:.0f} s", flush=True)
-    if args.json_out:
-        Path(args.json_out).write_text(json.dumps({"machine": machine(), "model": args.model, "weights": args.weights,
-                                                   "n": len(y), "clean": clean / len(y), "eps": EPS, "alpha": ALPHA,
-                                                   "steps": STEPS, "rows": rows}, indent=2) + "\n")
+            if args.json_out:  # after every run, so a cut-short benchmark keeps what it measured
+                Path(args.json_out).write_text(json.dumps(
+                    {"machine": machine(), "model": args.model, "weights": args.weights, "n": len(y),
+                     "clean": clean / len(y), "eps": EPS, "alpha": ALPHA, "steps": STEPS, "rows": rows},
+                    indent=2) + "\n")
     return 0
 
 
