@@ -9,6 +9,7 @@ import math
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from PIL import Image
 
 from robustlens.cli.main import main
@@ -285,3 +286,56 @@ def test_cli_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, capsys, a
     err = capsys.readouterr().err
     assert rc == 2 and err.count("\n") == 1 and "Traceback" not in err
     assert not out.exists()
+
+
+# --- the seed statistics shipped with the package ------------------------------------------------------------
+
+def test_low_rank_form_keeps_each_value_variance_and_full_rank_is_the_fit():
+    x = _images(12, 16)  # D = 3·4² = 48 values per class, 6 images each: Σ has rank 5 (+ jitter)
+    labels = torch.tensor([0] * 6 + [3] * 6)
+    fit = syn.fit_class_gaussians(x, labels)
+    cov = fit.covariance.double()
+    full = syn.LowRankGaussians.fit(x, labels, rank=48)
+    assert torch.allclose(full.mean, fit.mean, atol=1e-6)
+    ff = full.factor.double() @ full.factor.double().transpose(1, 2)
+    # the top-5 directions carry all of Σ but the jitter along the other 43
+    eye = torch.eye(48, dtype=torch.float64)
+    assert torch.allclose(ff + 1e-4 * (eye - _span(full.factor.double())), cov, atol=1e-5)
+    low = syn.LowRankGaussians.fit(x, labels, rank=3)
+    approx = low.factor.double() @ low.factor.double().transpose(1, 2)
+    diag = approx.diagonal(dim1=1, dim2=2) + low.residual_std.double().square()
+    assert torch.allclose(diag, cov.diagonal(dim1=1, dim2=2), atol=1e-5)  # every value's variance kept
+    assert all(0 < v < 1 for v in low.meta["variance_kept"])
+    seeds = low.sample(torch.tensor([3, 0, 3]), size=16, generator=torch.Generator().manual_seed(0))
+    assert seeds.shape == (3, 3, 16, 16) and 0 <= float(seeds.min()) and float(seeds.max()) <= 1
+
+
+def _span(f: torch.Tensor) -> torch.Tensor:
+    """(K,D,D): the projection onto the column span of each (D,r) factor."""
+    q = torch.linalg.qr(f).Q
+    return q @ q.transpose(1, 2)
+
+
+def test_shipped_seeds_cover_the_imagenette_classes_at_128px():
+    model = create_model("imagenette128_resnet", "none")
+    seeds = syn.shipped_seeds(model)
+    assert seeds is not None and seeds.classes == list(range(10)) and seeds.side == 32
+    assert min(seeds.counts) > 800  # fitted to the real training images, not a stand-in
+    x = seeds.sample(torch.arange(10).repeat_interleave(64), size=128, generator=torch.Generator().manual_seed(0))
+    assert x.shape == (640, 3, 128, 128)
+    # class-conditional: the average of each class's 64 seeds is nearest that class's mean
+    avg = F.avg_pool2d(x, 4).flatten(1).reshape(10, 64, -1).mean(1)
+    assert torch.equal(torch.cdist(avg, seeds.mean).argmin(1), torch.arange(10))
+    assert syn.shipped_seeds(create_model("mnist_lenet5", "none")) is None
+
+
+def test_cli_generate_without_data_uses_the_shipped_seeds(tmp_path, capsys):
+    out = tmp_path / "out"
+    rc = main(["synthesize", "generate", "--class", "church", "--samples", "1", "--steps", "2", "--out", str(out),
+               "--json", "--model", "imagenette128_resnet", "--weights", "none", "--threads", "1"])
+    assert rc == 0
+    d = json.loads(capsys.readouterr().out)
+    assert [r["target"] for r in d["rows"]] == [4] and "Imagenette train" in d["settings"]["seed_data"]
+    assert (out / "result_0.png").is_file()
+    rc = main(["synthesize", "generate", "--samples", "1", "--model", "mnist_lenet5", "--weights", "none"])
+    assert rc == 2 and "--data" in capsys.readouterr().err

@@ -76,6 +76,12 @@ def _generation(ctx: ReportContext, robust: Classifier):
         return class_gaussians(robust, data, progress=False), f"fitted to {data}"
     seeds = cached_seeds(robust)
     if seeds is None:
+        from robustlens.recipes.synthesis import shipped_seeds
+
+        shipped = shipped_seeds(robust)
+        if shipped is not None:
+            return shipped, f"the package's seed statistics ({shipped.meta.get('data', '')})"
+    if seeds is None:
         return None, ("Class-conditional generation needs seed Gaussians fitted to training images: give a data "
                       "folder (`robustlens report --synthesis-data folder:PATH`, or fit them once with "
                       "`robustlens synthesize generate --data folder:PATH`); left out here.")

@@ -85,8 +85,9 @@ def _mask_options(p: argparse.ArgumentParser, what: str) -> None:
 
 
 def _args_generate(p):
-    p.add_argument("--data", required=True, metavar="SPEC",
-                   help="training images to fit the seed Gaussians, e.g. folder:imagenette128/train (cached)")
+    p.add_argument("--data", metavar="SPEC",
+                   help="training images to fit the seed Gaussians, e.g. folder:imagenette128/train (cached); "
+                        "default for the Imagenette models: the seed statistics shipped with the package")
     _class_option(p, "--class", "classes to generate (default: every class)")
     p.add_argument("--samples", type=int, default=4, help="images per class (default 4)")
     p.add_argument("--limit", type=int, default=None, help="fit on at most this many images (default all)")
@@ -171,7 +172,11 @@ def _inputs(name: str, args: argparse.Namespace, model) -> dict:
     if name == "generate":
         check_positive("--samples", args.samples)
         check_positive("--limit", args.limit)
-        parse_data_spec(args.data)
+        if args.data:
+            parse_data_spec(args.data)
+        elif syn.shipped_seeds(model) is None:
+            raise UserError(f"{model.name} has no seed statistics in the package (only the Imagenette models do): "
+                            "give --data folder:PATH with its training images to fit them")
         classes = _classes(model, getattr(args, "class")) or list(range(model.num_classes))
         return {"classes": list(dict.fromkeys(classes))}
     x = load_inputs(args.images, model)
@@ -201,7 +206,10 @@ def _synthesise(name: str, args: argparse.Namespace, model, inp: dict):
     common = {"eps": args.eps, "step_size": args.step_size, "steps": args.steps, "seed": args.seed,
               "progress": progress_enabled(args)}
     if name == "generate":
-        seeds = syn.class_gaussians(model, args.data, limit=args.limit, progress=progress_enabled(args))
+        seeds = (syn.class_gaussians(model, args.data, limit=args.limit, progress=progress_enabled(args))
+                 if args.data else syn.shipped_seeds(model))
+        if seeds is None:  # refused in _inputs already
+            raise UserError(f"{model.name}: give --data to fit seed statistics")
         return syn.generate(model, seeds, inp["classes"], samples=args.samples, **common)
     if name == "inpaint":
         return syn.inpaint(model, inp["x"], inp["masks"], labels=inp["labels"], weight=args.weight,

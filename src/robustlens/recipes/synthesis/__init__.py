@@ -9,7 +9,15 @@ from robustlens.recipes.synthesis.objectives import (
     fill_mean,
     random_box_masks,
 )
-from robustlens.recipes.synthesis.seeds import ClassGaussians, class_gaussians, downsample, fit_class_gaussians
+from robustlens.recipes.synthesis.seeds import (
+    ClassGaussians,
+    LowRankGaussians,
+    SeedDistribution,
+    class_gaussians,
+    downsample,
+    fit_class_gaussians,
+    shipped_seeds,
+)
 from robustlens.recipes.synthesis.tasks import (
     PROCEDURES,
     Procedure,
@@ -23,6 +31,6 @@ from robustlens.recipes.synthesis.tasks import (
     translate,
 )
 
-__all__ = ["PROCEDURES", "ClassGaussians", "MaskedChannel", "Procedure", "SquaredErrorOutside", "SynthesisResult",
+__all__ = ["PROCEDURES", "ClassGaussians", "LowRankGaussians", "SeedDistribution", "shipped_seeds", "MaskedChannel", "Procedure", "SquaredErrorOutside", "SynthesisResult",
            "box_mask", "class_gaussians", "downsample", "fill_mean", "fit_class_gaussians", "generate", "inpaint",
            "paint_features", "procedure", "random_box_masks", "sketch_to_image", "super_resolve", "translate"]

@@ -6,7 +6,13 @@ downsampled ×4 (area average), flattened to D = 3·(S/4)² values in [0,1]. A s
 
 The fit is cached on disk (one safetensors file per model and class set: ``mean`` (K,D) and the Cholesky
 factor ``scale_tril`` (K,D,D) of Σ_k + jitter·I, float32) under :func:`cache_dir`, so later runs do not
-reread the data set. At S = 64 the file holds 10 × 768² floats (23 MB).
+reread the data set. At S = 64 the file holds 10 × 768² floats (23 MB); at S = 128, 10 × 3072² (377 MB).
+
+Without data (``robustlens synthesize generate`` from the wheel): the package ships the Imagenette classes'
+Gaussians at S = 128 in a low-rank form (:class:`LowRankGaussians`, :func:`shipped_seeds`): per class the top
+``r`` principal directions of Σ_k scaled by their standard deviations, plus the remaining variance of each
+value on the diagonal, float16 — 4 MB instead of 377. ``scripts/fit_shipped_seeds.py`` rebuilds the file and
+prints the share of each class's variance the directions keep.
 """
 
 from __future__ import annotations
@@ -32,6 +38,13 @@ def cache_dir() -> Path:
     return Path(env).expanduser() if env else Path.home() / ".cache" / "robustlens" / "seeds"
 
 
+def _row(classes: list[int], cls: int) -> int:
+    """The row of model label ``cls`` in a fit over ``classes`` (UserError when it is not covered)."""
+    if cls not in classes:
+        raise UserError(f"no seed distribution for class {cls}: the fit covers classes {classes}")
+    return classes.index(cls)
+
+
 @dataclass
 class ClassGaussians:
     """``classes`` (K,) model labels; ``side`` seed side in px; ``mean`` (K,D); ``scale_tril`` (K,D,D) lower
@@ -50,9 +63,7 @@ class ClassGaussians:
         return self.scale_tril @ self.scale_tril.transpose(1, 2)
 
     def row(self, cls: int) -> int:
-        if cls not in self.classes:
-            raise UserError(f"no seed distribution for class {cls}: the fit covers classes {self.classes}")
-        return self.classes.index(cls)
+        return _row(self.classes, cls)
 
     def sample(self, classes: torch.Tensor, *, size: int, generator: torch.Generator) -> torch.Tensor:
         """One seed per entry of ``classes`` (N,): (N,3,size,size) in [0,1], nearest-upsampled from ``side``."""
@@ -82,6 +93,104 @@ class ClassGaussians:
             mean, tril = f.get_tensor("mean"), f.get_tensor("scale_tril")
         return cls(classes=json.loads(md["classes"]), side=int(md["side"]), mean=mean, scale_tril=tril,
                    counts=json.loads(md["counts"]), meta=json.loads(md["meta"]))
+
+
+@dataclass
+class LowRankGaussians:
+    """Per class N(μ_k, F_k F_kᵀ + diag(d_k)): ``factor`` (K,D,r) the top-r principal directions of the fitted
+    covariance times their standard deviations, ``residual_std`` (K,D) the square root of what they leave of
+    each value's variance (at least the jitter's). Same use as :class:`ClassGaussians`."""
+
+    classes: list[int]
+    side: int
+    mean: torch.Tensor
+    factor: torch.Tensor
+    residual_std: torch.Tensor
+    counts: list[int]
+    meta: dict
+
+    def row(self, cls: int) -> int:
+        return _row(self.classes, cls)
+
+    def sample(self, classes: torch.Tensor, *, size: int, generator: torch.Generator) -> torch.Tensor:
+        """One seed per entry of ``classes`` (N,): (N,3,size,size) in [0,1], nearest-resized from ``side``."""
+        rows = torch.tensor([self.row(int(c)) for c in classes.reshape(-1)], dtype=torch.long)
+        k = self.factor.shape[2]
+        z = torch.randn(len(rows), k, 1, generator=generator, dtype=torch.float64)
+        e = torch.randn(len(rows), self.mean.shape[1], generator=generator, dtype=torch.float64)
+        x = (self.mean[rows].double() + (self.factor[rows].double() @ z).squeeze(2)
+             + self.residual_std[rows].double() * e)
+        x = x.float().clamp(0, 1).reshape(len(rows), 3, self.side, self.side)
+        return F.interpolate(x, size=(size, size), mode="nearest")
+
+    @classmethod
+    def fit(cls, images: torch.Tensor, labels: torch.Tensor, *, rank: int, factor: int = DOWNSAMPLE,
+            jitter: float = JITTER, meta: dict | None = None) -> "LowRankGaussians":
+        """The top-``rank`` form of :func:`fit_class_gaussians` on the same inputs, from a thin SVD of each class's
+        centred data (the eigenvectors of its sample covariance; float64), never forming the D×D covariance."""
+        small = downsample(images, factor)
+        flat = small.reshape(len(small), -1).double()  # (N,D)
+        classes = sorted(int(c) for c in torch.unique(labels))
+        means, factors, residuals, kept, counts = [], [], [], [], []
+        for c in classes:
+            xs = flat[labels == c]
+            if len(xs) < 2:
+                raise UserError(f"class {c} has {len(xs)} image(s): a covariance needs at least 2")
+            mu = xs.mean(0)
+            _, sv, vh = torch.linalg.svd(xs - mu, full_matrices=False)
+            var = sv.square() / (len(xs) - 1)  # the nonzero eigenvalues of the sample covariance
+            f = vh[:rank].T * (var[:rank] + jitter).sqrt()  # (D, r)
+            total = (xs - mu).square().sum(0) / (len(xs) - 1) + jitter  # diag(Σ + jitter·I)
+            means.append(mu.float())
+            factors.append(f.float())
+            residuals.append((total - f.square().sum(1)).clamp_min(jitter).sqrt().float())
+            kept.append(float(f.square().sum() / total.sum()))
+            counts.append(len(xs))
+        return cls(classes=classes, side=small.shape[-1], mean=torch.stack(means), factor=torch.stack(factors),
+                   residual_std=torch.stack(residuals), counts=counts,
+                   meta={"factor": factor, "jitter": jitter, "rank": rank,
+                         "variance_kept": [round(v, 4) for v in kept], **(meta or {})})
+
+    def save(self, path: Path) -> Path:
+        from safetensors.torch import save_file
+
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        save_file({"mean": self.mean.contiguous(), "factor": self.factor.half().contiguous(),
+                   "residual_std": self.residual_std.half().contiguous()}, str(tmp),
+                  metadata={"classes": json.dumps(self.classes), "side": str(self.side),
+                            "counts": json.dumps(self.counts), "meta": json.dumps(self.meta)})
+        os.chmod(tmp, 0o644)  # package data: readable by every user of an installed wheel
+        tmp.replace(path)
+        return path
+
+    @classmethod
+    def load(cls, path: Path) -> "LowRankGaussians":
+        from safetensors import safe_open
+
+        with safe_open(str(path), framework="pt") as f:
+            md = f.metadata()
+            tensors = {k: f.get_tensor(k).float() for k in ("mean", "factor", "residual_std")}
+        return cls(classes=json.loads(md["classes"]), side=int(md["side"]), counts=json.loads(md["counts"]),
+                   meta=json.loads(md["meta"]), **tensors)
+
+
+SeedDistribution = ClassGaussians | LowRankGaussians
+SHIPPED_SEEDS = "imagenette128_seeds.safetensors"  # in robustlens/assets/
+
+
+def shipped_seeds(model) -> LowRankGaussians | None:
+    """The seed Gaussians shipped with the package for ``model``'s classes (the ten Imagenette classes, fitted
+    at 128 px to Imagenette's training images), or None when the model has other classes."""
+    from robustlens.models.small import IMAGENETTE_WNIDS
+
+    if tuple(getattr(model, "class_wnids", ()) or ()) != IMAGENETTE_WNIDS:
+        return None
+    path = Path(__file__).resolve().parents[2] / "assets" / SHIPPED_SEEDS
+    if not path.is_file():
+        raise UserError(f"the package's seed statistics are missing ({path}): reinstall robustlens, or pass "
+                        "--data folder:PATH to fit them to training images")
+    return LowRankGaussians.load(path)
 
 
 def downsample(images: torch.Tensor, factor: int = DOWNSAMPLE) -> torch.Tensor:

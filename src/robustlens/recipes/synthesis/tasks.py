@@ -40,7 +40,7 @@ from robustlens.optim.objectives import Objective, Outputs, PerRow, parse_channe
 from robustlens.optim.threat import make_threat
 from robustlens.recipes.attacks import attack
 from robustlens.recipes.synthesis.objectives import MaskedChannel, SquaredErrorOutside, check_masks, fill_mean
-from robustlens.recipes.synthesis.seeds import ClassGaussians
+from robustlens.recipes.synthesis.seeds import SeedDistribution
 
 REFERENCE_SIZE = 224  # the published ε are for 224×224 images
 
@@ -158,7 +158,7 @@ def _targeted(task: str, model: nn.Module, starts: torch.Tensor, targets: torch.
                                      "norm": "l2", "seed": seed, **(settings or {})})
 
 
-def generate(model: Classifier, seeds: ClassGaussians, classes: Sequence[int], *, samples: int = 1,
+def generate(model: Classifier, seeds: SeedDistribution, classes: Sequence[int], *, samples: int = 1,
              eps: float | None = None, step_size: float | None = None, steps: int | None = None, seed: int = 0,
              progress: bool = True) -> SynthesisResult:
     """``samples`` images of each of ``classes`` (rows class-major: all of ``classes[0]`` first), in one batch:
