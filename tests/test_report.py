@@ -244,7 +244,7 @@ def test_robust_pair_takes_the_published_checkpoints_standard_counterpart(tmp_pa
 
     fake = published.Published(name="fake_robust_ckpt", arch="imagenette_resnet", url="http://invalid/x.pt",
                                filename="x.pt", dataset="imagenet", threat="L2 eps=3", mean=(0.5,) * 3,
-                               std=(0.5,) * 3, licence="-", citation="-", page="-")
+                               std=(0.5,) * 3, licence="-", citation="-", page="-", url_source="-")
     monkeypatch.setitem(published.PUBLISHED, fake.name, fake)
     assert published.standard_counterpart(fake.name) == ("imagenette_resnet", "imagenet")
     assert counterparts.standard_for(fake.name) == ("imagenette_resnet", "imagenet")
