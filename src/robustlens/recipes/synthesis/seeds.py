@@ -74,15 +74,7 @@ class ClassGaussians:
         return F.interpolate(x, size=(size, size), mode="nearest")
 
     def save(self, path: Path) -> Path:
-        from safetensors.torch import save_file
-
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        save_file({"mean": self.mean.contiguous(), "scale_tril": self.scale_tril.contiguous()}, str(tmp),
-                  metadata={"classes": json.dumps(self.classes), "side": str(self.side),
-                            "counts": json.dumps(self.counts), "meta": json.dumps(self.meta)})
-        tmp.replace(path)
-        return path
+        return _save(self, path, {"mean": self.mean, "scale_tril": self.scale_tril})
 
     @classmethod
     def load(cls, path: Path) -> "ClassGaussians":
@@ -152,17 +144,8 @@ class LowRankGaussians:
                          "variance_kept": [round(v, 4) for v in kept], **(meta or {})})
 
     def save(self, path: Path) -> Path:
-        from safetensors.torch import save_file
-
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        save_file({"mean": self.mean.contiguous(), "factor": self.factor.half().contiguous(),
-                   "residual_std": self.residual_std.half().contiguous()}, str(tmp),
-                  metadata={"classes": json.dumps(self.classes), "side": str(self.side),
-                            "counts": json.dumps(self.counts), "meta": json.dumps(self.meta)})
-        os.chmod(tmp, 0o644)  # package data: readable by every user of an installed wheel
-        tmp.replace(path)
-        return path
+        return _save(self, path, {"mean": self.mean, "factor": self.factor.half(),
+                                  "residual_std": self.residual_std.half()})
 
     @classmethod
     def load(cls, path: Path) -> "LowRankGaussians":
@@ -176,6 +159,21 @@ class LowRankGaussians:
 
 
 SeedDistribution = ClassGaussians | LowRankGaussians
+
+
+def _save(fit: SeedDistribution, path: Path, tensors: dict[str, torch.Tensor]) -> Path:
+    """Write a fit's ``tensors`` with its classes, side, counts and meta as safetensors metadata, atomically and
+    readable by every user (the shipped file is package data)."""
+    from safetensors.torch import save_file
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp),
+              metadata={"classes": json.dumps(fit.classes), "side": str(fit.side),
+                        "counts": json.dumps(fit.counts), "meta": json.dumps(fit.meta)})
+    os.chmod(tmp, 0o644)
+    tmp.replace(path)
+    return path
 SHIPPED_SEEDS = "imagenette128_seeds.safetensors"  # in robustlens/assets/
 
 
