@@ -225,17 +225,19 @@ def train(
     run = _Training(model, images, labels, cfg, out=Path(out), ctx=ctx, val=val, val_robust=val_robust,
                     log_every=log_every, checkpoint_every=checkpoint_every, extra_metadata=extra_metadata,
                     snapshot=Path(snapshot) if snapshot else None)
-    start = run.resume() if resume else run.fresh()
-    stop = run.total if max_steps is None else min(run.total, max_steps)
-    with channels_last_model(run.net, run.channels_last), \
-            tqdm(total=run.total, initial=start, desc=f"train ({cfg.method})",
-                 disable=not (progress and ctx.is_main), dynamic_ncols=True) as bar:
-        while run.step < stop:
-            lr = run.train_step()
-            bar.update(1)
-            bar.set_postfix(loss=f"{float(run.running[0] / run.running[2]):.3f}",
-                            acc=f"{float(run.running[1] / run.running[2]):.3f}", lr=f"{lr:.3g}")
-            run.after_step(lr)
+    # channels-last before the DDP wrap in resume()/fresh(): DDP lays out its gradient buckets by the parameters'
+    # strides when it is built (built before, every step copied the NHWC grads into NCHW bucket views, warning)
+    with channels_last_model(run.net, run.channels_last):
+        start = run.resume() if resume else run.fresh()
+        stop = run.total if max_steps is None else min(run.total, max_steps)
+        with tqdm(total=run.total, initial=start, desc=f"train ({cfg.method})",
+                  disable=not (progress and ctx.is_main), dynamic_ncols=True) as bar:
+            while run.step < stop:
+                lr = run.train_step()
+                bar.update(1)
+                bar.set_postfix(loss=f"{float(run.running[0] / run.running[2]):.3f}",
+                                acc=f"{float(run.running[1] / run.running[2]):.3f}", lr=f"{lr:.3g}")
+                run.after_step(lr)
     return run.finish(start)
 
 
