@@ -13,7 +13,7 @@ each inversion. The judge's own accuracy on the clean images is the ceiling. ``-
 and L2 PGD-20 (random start) robust accuracy of both models on the whole val split.
 
     PYTHONPATH=src python benchmarks/perceptual_judge.py [--robust imagenette128_resnet_robust]
-        [--standard imagenette128_resnet_standard] [--n 100] [--eps 20] [--steps 60] [--layer layer4]
+        [--standard imagenette128_resnet_standard|none] [--n 100] [--eps 20] [--steps 60] [--layer layer4]
         [--invert-steps 300] [--accuracy --accuracy-eps 1.0,1.5] [--json-out F] [--figure F]
 """
 
@@ -76,7 +76,9 @@ def judged(judge: Judge, images: torch.Tensor, classes: torch.Tensor) -> dict:
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--robust", default="imagenette128_resnet_robust", help="model (NAME or NAME=WEIGHTS)")
-    p.add_argument("--standard", default="imagenette128_resnet_standard", help="model (NAME or NAME=WEIGHTS)")
+    p.add_argument("--standard", default="imagenette128_resnet_standard",
+                   help="model (NAME or NAME=WEIGHTS); none: judge the robust model alone (a point on a training "
+                        "curve: half the work)")
     p.add_argument("--judge", default="efficientnet_lite0", help="an ImageNet (1000-class) zoo model")
     p.add_argument("--n", type=int, default=100, help="val images, n/10 per class (default 100)")
     p.add_argument("--eps", type=float, default=20.0, help="L2 radius of the targeted attacks (default 20)")
@@ -91,9 +93,11 @@ def main() -> int:
     args = p.parse_args()
     torch.manual_seed(args.seed)
     val = require(SHARED / "data" / "imagenette128" / "val")
-    models = {"robust": load(args.robust), "standard": load(args.standard)}
+    models = {"robust": load(args.robust)}
+    if args.standard != "none":
+        models["standard"] = load(args.standard)
     first = models["robust"]
-    if first.config.input_size != models["standard"].config.input_size:
+    if any(m.config.input_size != first.config.input_size for m in models.values()):
         sys.exit("the two models must take the same input size")
     judge = Judge(first.class_wnids, args.judge)
     report: dict = {"models": {k: f"{m.name} ({m.weights})" for k, m in models.items()},
@@ -158,10 +162,10 @@ def figure(path, models, judge, x, y, targets, adv, inv, args) -> None:
         src, tgt = first.class_name(int(y[i])), first.class_name(int(targets[i]))
         imgs.append(x[i])
         titles.append(f"{src}\n(target {tgt})")
-        for k in ("robust", "standard"):
+        for k in models:
             imgs += [adv[k][i], inv[k][i]]
             titles += [f"{k} attack\njudge: {says(adv[k][i])}", f"{k} inversion\njudge: {says(inv[k][i])}"]
-    image_grid(imgs, titles, path, ncols=5,
+    image_grid(imgs, titles, path, ncols=1 + 2 * len(models),
                suptitle=f"targeted L2 ε={args.eps:g} ({args.steps} steps) and {args.layer} inversions at "
                         f"{first.config.input_size} px; judge: {args.judge}")
     print(f"figure: {path}")
