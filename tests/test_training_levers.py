@@ -97,3 +97,54 @@ def test_compact_snapshot_moves_a_run_to_a_new_folder(tmp_path):
         if a.is_floating_point():
             assert torch.allclose(a, b, rtol=0.05, atol=5e-3), k
     assert res.final["seconds_total"] >= res.final["seconds"]
+
+
+def test_weight_average_follows_its_formula_and_swaps_in_and_out():
+    from robustlens.robust.averaging import WeightAverage
+
+    net = torch.nn.Sequential(torch.nn.Linear(2, 1), torch.nn.BatchNorm1d(1))
+    with torch.no_grad():
+        net[0].weight.fill_(1.0)
+    avg = WeightAverage(net, decay=0.9)
+    expected = torch.ones(1, 2)
+    for t, value in enumerate([3.0, -1.0, 5.0, 2.0] + [0.5] * 20):
+        with torch.no_grad():
+            net[0].weight.fill_(value)
+        avg.update(net, t)
+        d = min(0.9, (1 + t) / (10 + t))
+        expected = d * expected + (1 - d) * value
+    assert torch.allclose(avg.tensors["0.weight"], expected)
+    assert avg.decay_at(0) == pytest.approx(0.1) and avg.decay_at(10**6) == 0.9
+    assert "1.num_batches_tracked" not in avg.tensors and "1.running_mean" in avg.tensors  # BN statistics too
+    own = {k: v.clone() for k, v in net.state_dict().items()}
+    with avg.swapped_in(net):
+        assert torch.allclose(net[0].weight, expected)
+    for k, v in net.state_dict().items():
+        assert torch.equal(v, own[k]), k
+    with pytest.raises(Exception, match="decay"):
+        WeightAverage(net, decay=1.0)
+
+
+def test_ema_training_saves_the_average_resumes_it_and_snapshots_it(tmp_path):
+    from safetensors.torch import load_file
+
+    x, y = _digits()
+    cfg = TrainConfig(**{**CFG.to_dict(), "ema": 0.8})
+    ref = _model()
+    r_ref = train(ref, x, y, cfg, out=tmp_path / "ref", log_every=4)
+    final = load_file(str(r_ref.model_path))
+    assert read_metadata(r_ref.model_path)["weights_are"].startswith("exponential moving average")
+    # the saved weights are the average, not the last step's weights the network holds
+    assert not torch.equal(final["conv1.weight"], ref.net.state_dict()["conv1.weight"])
+    # killed after step 7 (checkpoint at step 6, average included) and resumed: the same average, bit for bit
+    snap = tmp_path / "snap.safetensors"
+    train(_model(), x, y, cfg, out=tmp_path / "cut", log_every=4, checkpoint_every=2, max_steps=7, snapshot=snap)
+    assert load_file(str(snap))["ema.conv1.weight"].dtype == torch.float16  # compact: the average in float16
+    r_cut = train(_model(), x, y, cfg, out=tmp_path / "cut", log_every=4, checkpoint_every=2, resume=True)
+    assert r_cut.resumed_from == 6
+    for k, v in load_file(str(r_cut.model_path)).items():
+        assert torch.equal(v, final[k]), k
+    # a checkpoint written without the average cannot resume a run that keeps one
+    train(_model(), x, y, CFG, out=tmp_path / "plain", log_every=4, checkpoint_every=2, max_steps=3)
+    with pytest.raises(Exception, match="no weight average"):
+        train(_model(), x, y, cfg, out=tmp_path / "plain", log_every=4, resume=True)

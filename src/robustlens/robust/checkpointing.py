@@ -1,7 +1,8 @@
 """Training checkpoints (``out/checkpoint.safetensors``): the network under ``model.``, the optimiser's
 per-parameter buffers under ``optim.<param index>.<name>``, the global torch RNG state under ``rng.torch``, and a
 JSON header (``format``, ``step``, ``epoch``, the training config, the optimiser's hyper-parameters, the
-scheduler position, the last metrics). Written atomically.
+scheduler position, the last metrics), and with weight averaging its average under ``ema.<name>``. Written
+atomically.
 
 A *compact* checkpoint (``save_checkpoint(..., compact=True)``) is the same file at half the size, to keep a long run's
 state in git between machines: weights in float16 (BatchNorm statistics stay float32), optimiser buffers in
@@ -56,18 +57,20 @@ def compact_tensors(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]
         if v.dtype == torch.float32 and v.numel():
             if k.startswith("optim."):
                 v = v.bfloat16()
-            elif k.startswith("model.") and not k.endswith(_KEEP_FLOAT32) and float(v.abs().max()) < 6.0e4:
+            elif k.startswith(("model.", "ema.")) and not k.endswith(_KEEP_FLOAT32) and float(v.abs().max()) < 6.0e4:
                 v = v.half()
         out[k] = v
     return out
 
 
 def save_checkpoint(path: Path, net: nn.Module, opt: torch.optim.Optimizer, meta: dict, *,
-                    compact: bool = False) -> Path:
-    """Write a training checkpoint (see the module docstring), atomically; ``compact``: half-size dtypes."""
+                    compact: bool = False, extra: dict[str, torch.Tensor] | None = None) -> Path:
+    """Write a training checkpoint (see the module docstring), atomically; ``compact``: half-size dtypes;
+    ``extra``: more tensors under their own keys (the weight average's ``ema.<name>``)."""
     tensors = {f"model.{k}": v for k, v in net.state_dict().items()}
     opt_tensors, opt_meta = _optimizer_tensors(opt)
     tensors.update(opt_tensors)
+    tensors.update(extra or {})
     tensors["rng.torch"] = torch.get_rng_state()
     if compact:
         tensors = compact_tensors(tensors)
@@ -75,8 +78,9 @@ def save_checkpoint(path: Path, net: nn.Module, opt: torch.optim.Optimizer, meta
     return save_weights(tensors, path, {**meta, "format": CHECKPOINT_FORMAT, "optimizer": opt_meta})
 
 
-def load_checkpoint(path: Path, net: nn.Module, opt: torch.optim.Optimizer) -> dict:
-    """Restore weights, optimiser and RNG from a training checkpoint; returns its metadata."""
+def load_checkpoint(path: Path, net: nn.Module, opt: torch.optim.Optimizer, average=None) -> dict:
+    """Restore weights, optimiser and RNG (and ``average``, a :class:`~robustlens.robust.averaging.WeightAverage`,
+    when given) from a training checkpoint; returns its metadata."""
     from safetensors.torch import load_file
 
     from robustlens.models.checkpoints import load_into
@@ -90,6 +94,8 @@ def load_checkpoint(path: Path, net: nn.Module, opt: torch.optim.Optimizer) -> d
         raise UserError(f"cannot read checkpoint {path}: {e}") from None
     load_into(net, {k[6:]: v for k, v in tensors.items() if k.startswith("model.")}, source=str(path))
     _restore_optimizer(opt, {k: v for k, v in tensors.items() if k.startswith("optim.")}, meta["optimizer"])
+    if average is not None:
+        average.load_tensors(tensors, source=str(path))
     if "rng.torch" in tensors:
         torch.set_rng_state(tensors["rng.torch"])
     return meta

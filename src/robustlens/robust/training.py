@@ -24,6 +24,7 @@ gradients are averaged. Only rank 0 writes files.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import shutil
@@ -40,6 +41,7 @@ from robustlens.errors import UserError
 from robustlens.models.checkpoints import save_weights
 from robustlens.models.classifier import Classifier
 from robustlens.optim.speed import PRECISIONS, autocast, channels_last_model, in_format, native_bf16, use_channels_last
+from robustlens.robust.averaging import WeightAverage
 from robustlens.robust.checkpointing import load_checkpoint, save_checkpoint
 from robustlens.robust.distributed import Context, all_reduce_sum, barrier
 from robustlens.robust.methods import METHODS, Standard
@@ -62,7 +64,9 @@ class TrainConfig:
     ``eps_ramp``: fraction of steps over which ε grows linearly from 0 (0 = none). ``precision``: ``fp32``,
     ``bf16`` (autocast: convolutions and matmuls in bfloat16, losses and the optimiser's weights in float32) or
     ``auto`` (bf16 where the device runs it natively — AVX512-BF16/AMX CPUs, Ampere+ GPUs —, else fp32; resolved
-    on each machine, so a run resumed elsewhere takes that machine's choice)."""
+    on each machine, so a run resumed elsewhere takes that machine's choice). ``ema``: decay of an exponential
+    moving average of the weights (:mod:`robustlens.robust.averaging`; 0 = none, e.g. 0.999): validation and
+    the final weights use the average."""
 
     method: str = "standard"
     norm: str = "linf"
@@ -82,6 +86,7 @@ class TrainConfig:
     flip: bool = False
     seed: int = 0
     precision: str = "auto"
+    ema: float = 0.0
 
     def __post_init__(self):
         finite_all(eps=self.eps, step_size=self.step_size, trades_beta=self.trades_beta, lr=self.lr,
@@ -103,6 +108,8 @@ class TrainConfig:
             raise UserError("epochs, batch size and attack steps must be at least 1")
         if not (self.lr > 0 and 0 <= self.warmup < 1 and 0 <= self.eps_ramp <= 1):
             raise UserError("need lr > 0, 0 <= warmup < 1 and 0 <= eps_ramp <= 1")
+        if not 0 <= self.ema < 1:
+            raise UserError(f"--ema is a decay in [0, 1) (0: no weight average), not {self.ema}")
 
     def training_method(self) -> Standard:
         """The :mod:`robustlens.robust.methods` object for ``method``."""
@@ -265,6 +272,7 @@ class _Training:
         self.amp = training_dtype(cfg.precision, ctx.device)
         self.opt = torch.optim.SGD(self.net.parameters(), lr=cfg.lr, momentum=cfg.momentum,
                                    weight_decay=cfg.weight_decay, nesterov=cfg.momentum > 0)
+        self.average = WeightAverage(self.net, cfg.ema) if cfg.ema > 0 else None
         self.out = out
         if ctx.is_main:
             out.mkdir(parents=True, exist_ok=True)
@@ -300,7 +308,7 @@ class _Training:
             path = self.snapshot
             if self.ctx.is_main and _snapshot_log(path).is_file():
                 shutil.copyfile(_snapshot_log(path), self.log_path)
-        meta = load_checkpoint(path, self.net, self.opt)
+        meta = load_checkpoint(path, self.net, self.opt, self.average)
         saved = TrainConfig.from_dict(meta["train_config"])
         if saved != self.cfg:
             diff = {k: (v, getattr(self.cfg, k)) for k, v in saved.to_dict().items() if getattr(self.cfg, k) != v}
@@ -316,6 +324,10 @@ class _Training:
             self.epoch_running = torch.tensor(meta.get("epoch_running", [0.0] * 3), dtype=torch.float64)
         self._wrap()
         return self.step
+
+    def averaged(self):
+        """A context in which the network holds the weight average (nothing changes without ``--ema``)."""
+        return self.average.swapped_in(self.net) if self.average is not None else contextlib.nullcontext()
 
     def _wrap(self) -> None:
         self.model.to(self.ctx.device)
@@ -353,6 +365,8 @@ class _Training:
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         self.opt.step()
+        if self.average is not None:
+            self.average.update(self.net, step)
         with torch.no_grad():
             batch = torch.tensor([float(loss) * len(y), float((logits.argmax(1) == y).sum()), len(y)],
                                  dtype=torch.float64)
@@ -375,7 +389,8 @@ class _Training:
             if epoch_end:
                 self.epoch_running.zero_()
             if epoch_end and self.val is not None:
-                self.last_metrics.update(_validate(self.model, self.val, self.cfg, self.val_robust, ctx))
+                with self.averaged():
+                    self.last_metrics.update(_validate(self.model, self.val, self.cfg, self.val_robust, ctx))
                 self.model.train()
             if ctx.is_main:
                 _log(self.log_path, {**self.last_metrics, "kind": "epoch" if epoch_end else "step"})
@@ -386,9 +401,10 @@ class _Training:
                         "scheduler": {"step": step, "lr": lr}, "metrics": self.last_metrics,
                         "running": sums[0], "epoch_running": sums[1],
                         "seconds_total": round(self.seconds_before + time.perf_counter() - self.t0, 2)}
-                save_checkpoint(self.ckpt_path, self.net, self.opt, meta)
+                extra = self.average.state_tensors() if self.average is not None else None
+                save_checkpoint(self.ckpt_path, self.net, self.opt, meta, extra=extra)
                 if self.snapshot is not None:
-                    save_checkpoint(self.snapshot, self.net, self.opt, meta, compact=True)
+                    save_checkpoint(self.snapshot, self.net, self.opt, meta, compact=True, extra=extra)
                     if self.log_path.is_file():
                         shutil.copyfile(self.log_path, _snapshot_log(self.snapshot))
             barrier(ctx)
@@ -398,10 +414,13 @@ class _Training:
         self.model.eval()
         model_path = None
         if self.step >= self.total and self.ctx.is_main:
-            model_path = save_weights(self.net.state_dict(), self.out / "model.safetensors",
-                                      {**self.base_meta, "format": "robustlens-weights/1",
-                                       "metrics": self.last_metrics, "preprocess": self.model.config.to_dict(),
-                                       "class_wnids": list(getattr(self.model, "class_wnids", []) or []) or None})
+            with self.averaged():
+                model_path = save_weights(self.net.state_dict(), self.out / "model.safetensors",
+                                          {**self.base_meta, "format": "robustlens-weights/1",
+                                           "metrics": self.last_metrics, "preprocess": self.model.config.to_dict(),
+                                           "class_wnids": list(getattr(self.model, "class_wnids", []) or []) or None,
+                                           "weights_are": f"exponential moving average, decay {self.cfg.ema}"
+                                           if self.average else "the last step"})
         barrier(self.ctx)
         return TrainResult(steps=self.step, epochs=self.step // self.per_epoch, seconds=time.perf_counter() - self.t0,
                            resumed_from=self.resumed_from, final=self.last_metrics, model_path=model_path)

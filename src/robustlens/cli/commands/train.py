@@ -53,6 +53,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--warmup", type=number, default=0.2, help="onecycle warm-up fraction (default 0.2)")
     g.add_argument("--crop-padding", type=int, default=0, help="random-crop padding in pixels (default 0: none)")
     g.add_argument("--flip", action="store_true", help="random horizontal flips")
+    g.add_argument("--ema", type=number, default=0.0, metavar="DECAY",
+                   help="keep an exponential moving average of the weights (e.g. 0.999; default 0: none); "
+                        "validation and the final weights use it")
     p.add_argument("--workers", type=int, default=0, help="DataLoader workers for decoding images (default 0)")
     p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--checkpoint-every", type=int, default=0, metavar="STEPS",
@@ -93,7 +96,7 @@ def run(args: argparse.Namespace) -> int:
                       trades_beta=args.trades_beta, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                       momentum=args.momentum, weight_decay=args.weight_decay, schedule=args.schedule,
                       warmup=args.warmup, eps_ramp=args.eps_ramp, crop_padding=args.crop_padding, flip=args.flip,
-                      seed=args.seed, precision=args.precision)
+                      seed=args.seed, precision=args.precision, ema=args.ema)
     data = parse_data_spec(args.data)
     val_spec = parse_data_spec(args.val_data) if args.val_data else None
     ctx = distributed.init(device_of(args))
