@@ -5,7 +5,7 @@
 # Resumable across sessions and machines: every epoch's checkpoint is also kept, compact (float16 weights,
 # bfloat16 momentum), under snapshots/ (committed), and a stage whose runs/ folder is gone resumes from there.
 #
-#   scripts/train_pair.sh robust|standard STAGE...     e.g. scripts/train_pair.sh robust 1 2 3
+#   scripts/train_pair.sh robust|standard STAGE...     e.g. scripts/train_pair.sh robust 1 2 3 (or 2e3)
 #   scripts/train_pair.sh status                       what each stage has done (epochs, hours, metrics)
 #
 # PROFILE=cpu (default; bf16 autocast where the CPU has it) or PROFILE=gpu (--device cuda, same stages).
@@ -25,15 +25,19 @@ case ${PROFILE:-cpu} in
   *) echo "PROFILE must be cpu or gpu" >&2; exit 2 ;;
 esac
 
-# stage -> "epochs lr schedule": stage 1 from random init (one-cycle), later stages from the previous one (cosine)
+# stage -> "epochs lr schedule eps from ema": stage 1 from random init (one-cycle), later stages from the stage
+# named in "from" (cosine); ema: the weight average's decay (0: none). A stage name need not be a number: the
+# branches 2e3 (training ε 3.0) and 2ema (a weight average) start from stage 2, to see what each buys the judge
 stage_plan() {  # kind stage
   case "$1:$2" in
-    robust:1) echo "16 0.1 onecycle" ;;
-    robust:2) echo "32 0.05 cosine" ;;
-    robust:3) echo "64 0.05 cosine" ;;
-    robust:4) echo "96 0.03 cosine" ;;
-    standard:1) echo "40 0.1 onecycle" ;;
-    standard:2) echo "40 0.03 cosine" ;;
+    robust:1) echo "16 0.1 onecycle 1.5 - 0" ;;
+    robust:2) echo "32 0.05 cosine 1.5 1 0" ;;
+    robust:3) echo "64 0.05 cosine 1.5 2 0" ;;
+    robust:4) echo "96 0.03 cosine 1.5 3 0" ;;
+    robust:2e3) echo "8 0.02 cosine 3.0 2 0" ;;
+    robust:2ema) echo "8 0.02 cosine 1.5 2 0.995" ;;
+    standard:1) echo "40 0.1 onecycle 1.5 - 0" ;;
+    standard:2) echo "40 0.03 cosine 1.5 1 0" ;;
     *) echo "no stage $2 for $1" >&2; return 2 ;;
   esac
 }
@@ -43,18 +47,20 @@ final_weights() {  # kind stage -> the committed float16 copy of that stage's fi
 }
 
 run_stage() {  # kind stage
-  local kind=$1 stage=$2 epochs lr schedule start method=(--method fast --eps 1.5)
-  read -r epochs lr schedule < <(stage_plan "$kind" "$stage")
-  [[ $kind == standard ]] && method=(--method standard --eps 1.5)
+  local kind=$1 stage=$2 epochs lr schedule eps from ema start method
+  read -r epochs lr schedule eps from ema < <(stage_plan "$kind" "$stage")
+  method=(--method fast --eps "$eps")
+  [[ $kind == standard ]] && method=(--method standard --eps "$eps")
   if [[ -f $(final_weights "$kind" "$stage") ]]; then echo "$kind stage $stage: done"; return 0; fi
   start=none
-  if (( stage > 1 )); then
-    start=$(final_weights "$kind" $((stage - 1)))
-    [[ -f $start ]] || { echo "$kind stage $stage needs stage $((stage - 1)) first ($start)" >&2; return 2; }
+  if [[ $from != - ]]; then
+    start=$(final_weights "$kind" "$from")
+    [[ -f $start ]] || { echo "$kind stage $stage needs stage $from first ($start)" >&2; return 2; }
   fi
   local extra=()
   [[ $schedule == onecycle ]] && extra=(--warmup 0.2)
-  [[ $kind == robust && $stage == 1 ]] && extra+=(--eps-ramp 0.2)
+  [[ $kind == robust && $from == - ]] && extra+=(--eps-ramp 0.2)
+  [[ $ema != 0 ]] && extra+=(--ema "$ema")
   mkdir -p "$runs" "$snaps"
   $rl train --model "$arch" --weights "$start" --seed 0 --data "folder:$data/train" --val-data "folder:$data/val" \
       --val-limit 1000 --val-robust 200 --norm l2 "${method[@]}" --epochs "$epochs" --batch-size 128 --lr "$lr" \
