@@ -52,15 +52,20 @@ class WeightAverage:
         its own weights are back, bit for bit."""
         state = net.state_dict()
         saved = {k: state[k].detach().clone() for k in self.tensors}
-        with torch.no_grad():
-            for k, avg in self.tensors.items():
-                state[k].copy_(avg)
+        self.copy_to(net)
         try:
             yield net
         finally:
             with torch.no_grad():
                 for k, v in saved.items():
                     state[k].copy_(v)
+
+    @torch.no_grad()
+    def copy_to(self, net: nn.Module) -> None:
+        """Put the averaged weights into ``net`` for good (the end of training)."""
+        state = net.state_dict()
+        for k, avg in self.tensors.items():
+            state[k].copy_(avg)
 
     def state_tensors(self, prefix: str = "ema.") -> dict[str, torch.Tensor]:
         """The averaged tensors, keyed ``prefix + name`` (how a checkpoint stores them)."""

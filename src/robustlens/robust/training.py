@@ -410,17 +410,20 @@ class _Training:
             barrier(ctx)
 
     def finish(self, start: int) -> TrainResult:
-        """The final weights (``out/model.safetensors``) when every step ran."""
+        """The final weights (``out/model.safetensors``) when every step ran; with ``--ema`` the network then
+        holds the average, as the file does."""
         self.model.eval()
         model_path = None
-        if self.step >= self.total and self.ctx.is_main:
-            with self.averaged():
-                model_path = save_weights(self.net.state_dict(), self.out / "model.safetensors",
-                                          {**self.base_meta, "format": "robustlens-weights/1",
-                                           "metrics": self.last_metrics, "preprocess": self.model.config.to_dict(),
-                                           "class_wnids": list(getattr(self.model, "class_wnids", []) or []) or None,
-                                           "weights_are": f"exponential moving average, decay {self.cfg.ema}"
-                                           if self.average else "the last step"})
+        done = self.step >= self.total
+        if done and self.average is not None:
+            self.average.copy_to(self.net)
+        if done and self.ctx.is_main:
+            model_path = save_weights(self.net.state_dict(), self.out / "model.safetensors",
+                                      {**self.base_meta, "format": "robustlens-weights/1",
+                                       "metrics": self.last_metrics, "preprocess": self.model.config.to_dict(),
+                                       "class_wnids": list(getattr(self.model, "class_wnids", []) or []) or None,
+                                       "weights_are": f"exponential moving average, decay {self.cfg.ema}"
+                                       if self.average else "the last step"})
         barrier(self.ctx)
         return TrainResult(steps=self.step, epochs=self.step // self.per_epoch, seconds=time.perf_counter() - self.t0,
                            resumed_from=self.resumed_from, final=self.last_metrics, model_path=model_path)
