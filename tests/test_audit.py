@@ -188,3 +188,27 @@ def test_evaluate_applies_the_options_that_apply(tmp_path, capsys):
                  "apgd-ce", "--steps", "3", "--restarts", "2", "--json", "--no-progress"]) == 0
     (apgd,) = json.loads(capsys.readouterr().out)["manifest"]["attacks"]
     assert apgd["steps"] == 3 and apgd["restarts"] == 2
+
+
+def test_pass_counter_counts_square_incremental_queries_apart():
+    import torch
+
+    from robustlens.models import create_model
+    from robustlens.robust.audit.passes import PassCounter
+    from robustlens.robust.autoattack.square import square
+
+    torch.manual_seed(0)
+    model = create_model("mnist_lenet5", "none", seed=0).eval()
+    x = torch.rand(4, 1, 28, 28)
+    with torch.no_grad():
+        y = model(x).argmax(1)  # every example "correct": all are attacked
+    counter = PassCounter((1, 28, 28))
+    with counter.counting():
+        square(model, x, y, norm="linf", eps=1e-4, queries=20, seed=0)
+    c = counter.take()
+    assert c["incremental"] == 20 * 4  # ε 1e-4 breaks nothing: 20 queries of the 4 images, each counted once
+    assert 0 < c["forward"] <= 3 * 4 and c["backward"] == 0  # the start, the clean check, the evaluator's reset
+    assert counter.take() == {"forward": 0, "backward": 0, "incremental": 0}
+    with torch.no_grad():  # outside counting(): nothing counted
+        square(model, x, y, norm="linf", eps=1e-4, queries=2, seed=0)
+    assert counter.take()["incremental"] == 0

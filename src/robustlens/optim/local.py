@@ -22,8 +22,9 @@ returns None for anything else (the caller then runs the model as it is).
 
 from __future__ import annotations
 
+import contextlib
 import copy
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import torch
@@ -42,6 +43,18 @@ MIN_LOCAL_SHARE = 0.5
 # every cached map is channels-last: a window is then a gather of whole pixels, and oneDNN's convolution and
 # max-pooling run channels-last natively
 _CL = torch.channels_last
+# told the number of images of every incremental query (the audit's cost table counts them: robust/audit/passes.py)
+_QUERY_LISTENERS: list[Callable[[int], None]] = []
+
+
+@contextlib.contextmanager
+def listening_to_queries(fn: Callable[[int], None]) -> Iterator[None]:
+    """Within the block ``fn(n)`` is called for every :meth:`LocalEvaluator.try_window` of ``n`` images."""
+    _QUERY_LISTENERS.append(fn)
+    try:
+        yield
+    finally:
+        _QUERY_LISTENERS.remove(fn)
 
 _ELEMENTWISE_MODULES = (nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.Hardtanh, nn.ELU, nn.GELU, nn.SiLU, nn.Sigmoid, nn.Tanh,
                         nn.Hardswish, nn.Hardsigmoid, nn.Mish, nn.Softplus, nn.Identity)
@@ -368,6 +381,8 @@ class LocalEvaluator:
         window at (``top``, ``left``) (B,) each; remembered for :meth:`commit`."""
         plan = self._plan(size, points.device)
         n = len(top)
+        for listener in _QUERY_LISTENERS:
+            listener(n)
         pos = top * plan.width + left
         # the window's pixels, b-major then row then column: (n·s·s, C)
         region = _pixels(points.contiguous(memory_format=_CL)).index_select(

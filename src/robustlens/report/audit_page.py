@@ -198,10 +198,12 @@ def _model_section(label: str, m: dict) -> str:
         figs += [_img(maps_figure(ex), "images and |saliency|"), _img(sanity_figure(ex), "randomisation check")]
     parts.append(f"<div class='figs'>{''.join(figs)}</div>")
     cost = "".join(f"<tr><td>{html.escape(k)}</td><td class='num'>{v['seconds']:.1f}</td><td class='num'>"
-                   f"{v['forward']}</td><td class='num'>{v['backward']}</td></tr>" for k, v in m["cost"]["parts"].items())
+                   f"{v['forward']}</td><td class='num'>{v['backward']}</td><td class='num'>"
+                   f"{v.get('incremental', 0)}</td></tr>" for k, v in m["cost"]["parts"].items())
     ips = m["cost"]["autoattack_images_per_second"]
     parts.append("<details><summary>cost</summary><table><tr><th>part</th><th>seconds</th><th>image-forward "
-                 f"passes</th><th>image-backward passes</th></tr>{cost}</table><p>AutoAttack: "
+                 "passes</th><th>image-backward passes</th><th>incremental image queries (Square L∞: a window of "
+                 f"each layer)</th></tr>{cost}</table><p>AutoAttack: "
                  f"{(f'{ips:.2f}' if ips else '–')} images·ε per second.</p></details>")
     per = json.dumps(m["per_example"])
     parts.append(f"<details><summary>which attack broke each example</summary><pre>{html.escape(per)}</pre>"

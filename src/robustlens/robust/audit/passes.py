@@ -5,7 +5,8 @@ call; a call is a *forward pass* when no other module call is in progress (the o
 or the attack's private, BatchNorm-folded copy of it) and its first argument has the model's input shape
 (C, H, W). Its rows are counted as image-forward passes, and as image-backward passes when the input requires
 a gradient (the attacks then take one backward pass through it). The L∞ Square attack's incremental queries
-(:mod:`robustlens.optim.local`) recompute only windows of each layer and are not counted as passes.
+(:mod:`robustlens.optim.local`) recompute only a window of each layer: they are counted apart, as
+*incremental* image queries (each far cheaper than a forward pass), not as passes.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ from collections.abc import Iterator
 import torch
 from torch.nn.modules import module as nn_module
 
+from robustlens.optim.local import listening_to_queries
+
 
 class PassCounter:
     """Image-forward and image-backward passes on inputs of shape (N, *``shape``)."""
@@ -24,6 +27,7 @@ class PassCounter:
         self.shape = tuple(shape)
         self.forward = 0
         self.backward = 0
+        self.incremental = 0
         self._depth = 0
 
     def _pre(self, module, args) -> None:
@@ -37,12 +41,16 @@ class PassCounter:
     def _post(self, module, args, output) -> None:
         self._depth -= 1
 
+    def _query(self, n: int) -> None:
+        self.incremental += n
+
     @contextlib.contextmanager
     def counting(self) -> Iterator["PassCounter"]:
         pre = nn_module.register_module_forward_pre_hook(self._pre)
         post = nn_module.register_module_forward_hook(self._post, always_call=True)
         try:
-            yield self
+            with listening_to_queries(self._query):
+                yield self
         finally:
             pre.remove()
             post.remove()
@@ -50,6 +58,6 @@ class PassCounter:
 
     def take(self) -> dict[str, int]:
         """The counts so far, reset to zero."""
-        out = {"forward": self.forward, "backward": self.backward}
-        self.forward = self.backward = 0
+        out = {"forward": self.forward, "backward": self.backward, "incremental": self.incremental}
+        self.forward = self.backward = self.incremental = 0
         return out

@@ -56,13 +56,14 @@ def _codes(r: Records, labels: torch.Tensor) -> tuple[torch.Tensor, list[list[fl
 def _cost(r: Records) -> dict:
     """Seconds and passes summed over the journalled units (so a resumed run reports the whole work)."""
     names = [a for a, _ in r.p.attacks]
-    per: dict[str, dict] = {k: {"seconds": 0.0, "forward": 0, "backward": 0} for k in ["clean", *names, "pgd",
-                                                                                      "checks"]}
+    per: dict[str, dict] = {k: {"seconds": 0.0, "forward": 0, "backward": 0, "incremental": 0}
+                            for k in ["clean", *names, "pgd", "checks"]}
 
     def add(part: str, rec: dict) -> None:
         per[part]["seconds"] += rec["seconds"]
         per[part]["forward"] += rec["passes"]["forward"]
         per[part]["backward"] += rec["passes"]["backward"]
+        per[part]["incremental"] += rec["passes"].get("incremental", 0)  # journals before this count: none
 
     for b in range(len(r.batches)):
         for part in ("clean", "pgd", "checks"):
@@ -71,7 +72,7 @@ def _cost(r: Records) -> dict:
             for name in names:
                 add(name, r.get("aa", b, name, i))
     aa = sum(per[a]["seconds"] for a in names)
-    total = {k: sum(v[k] for v in per.values()) for k in ("seconds", "forward", "backward")}
+    total = {k: sum(v[k] for v in per.values()) for k in ("seconds", "forward", "backward", "incremental")}
     return {"parts": per, "total": total, "autoattack_seconds": aa,
             "autoattack_images_per_second": r.n * len(r.p.eps) / aa if aa > 0 else None}
 
