@@ -12,8 +12,15 @@
 Every digit counts as robust when the attack's output is still classified correctly by the same float32
 forward pass (for robustlens: every iterate it checked). Diagnosis rows (``--diagnose``) swap one ingredient
 at a time: robustlens's engine with the textbook's start, the textbook loop with robustlens's start (uniform
-on ball ∩ box), and both from the clean image (no random start: the loop of TRADES's own
-``pgd_attack_mnist.py``, which printed the published figure).
+on ball ∩ box), both from the clean image (no random start; deterministic, so run once, for the first seed),
+and the loop of TRADES's ``pgd_attack_mnist.py`` as it is today: the textbook loop from x + U(−ε, ε) NOT
+clipped to [0, 1], so its first gradient is taken outside the image box (its step, clipping and final-iterate
+count are the textbook's). TRADES's README got its "FGSM-40 96.07%" entry on 2019-01-23, when that script
+had no random start (``--random``, default true, was added on 2019-03-23): the published figure is the
+"textbook, no random start" row's attack.
+
+With ``--json-out`` an existing file of the same model, weights and digit count keeps its other rows, so the
+rows can be run in separate calls.
 
     PYTHONPATH=src python benchmarks/pgd_textbook.py [--limit N] [--seeds 0 1 2] [--diagnose]
         [--json-out docs/results/pgd_textbook_trades.json]
@@ -23,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -48,6 +56,10 @@ EPS, ALPHA, STEPS = 0.3, 0.01, 40
 
 def textbook_start(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     return (x + (torch.rand(x.shape, generator=gen) * 2 - 1) * EPS).clamp(0, 1)
+
+
+def unclipped_start(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    return x + (torch.rand(x.shape, generator=gen) * 2 - 1) * EPS
 
 
 def ball_box_start(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
@@ -96,11 +108,13 @@ ATTACKS = {
     "textbook": lambda m, x, y, gen, seed: textbook(m, x, y, textbook_start(x, gen)),
 }
 DIAGNOSIS = {
-    "TRADES's own loop (no random start)": lambda m, x, y, gen, seed: textbook(m, x, y, x.clone()),
+    "textbook, no random start": lambda m, x, y, gen, seed: textbook(m, x, y, x.clone()),
     "robustlens engine, no random start": lambda m, x, y, gen, seed: engine_from(m, x, y, x.clone()),
+    "TRADES's loop (start not clipped to the box)": lambda m, x, y, gen, seed: textbook(m, x, y, unclipped_start(x, gen)),
     "robustlens engine, textbook start": lambda m, x, y, gen, seed: engine_from(m, x, y, textbook_start(x, gen)),
     "textbook, robustlens start": lambda m, x, y, gen, seed: textbook(m, x, y, ball_box_start(x, gen)),
 }
+DETERMINISTIC = {"textbook, no random start", "robustlens engine, no random start"}
 
 
 def main() -> int:
@@ -126,10 +140,14 @@ def main() -> int:
     print(f"{args.model} on {len(y)} digits: clean {clean / len(y):.4f}", flush=True)
     ds = LabelledImages(model.config, y.tolist(), pixels=(x * 255).round().to(torch.uint8), description="mnist")
     rows: dict[str, dict] = {}
+    if args.json_out and Path(args.json_out).exists():
+        before = json.loads(Path(args.json_out).read_text())
+        if (before["model"], before["weights"], before["n"]) == (args.model, args.weights, len(y)):
+            rows = before["rows"]
     cases = ["robustlens", *ATTACKS] + (list(DIAGNOSIS) if args.diagnose else [])
     for name in args.only or cases:
-        rows[name] = {}
-        for seed in args.seeds:
+        rows.setdefault(name, {})
+        for seed in args.seeds[:1] if name in DETERMINISTIC else args.seeds:
             t0 = time.perf_counter()
             if name == "robustlens":
                 r = evaluate_robustness(model, ds, norm="linf", eps=[EPS], steps=STEPS, step_size=ALPHA,
@@ -137,7 +155,9 @@ def main() -> int:
                 count = r.robust_correct[0]
             else:
                 count = robust_count(model, x, y, {**ATTACKS, **DIAGNOSIS}[name], seed, args.batch_size)
-            rows[name][seed] = {"robust": count / len(y), "count": count, "seconds": round(time.perf_counter() - t0, 1)}
+            rows[name][str(seed)] = {"robust": count / len(y), "count": count,
+                                     "seconds": round(time.perf_counter() - t0, 1),
+                                     "load_at_end": [round(v, 2) for v in os.getloadavg()]}
             print(f"{name:<36} seed {seed}: robust {count / len(y):.4f} ({count}) "
                   f"{time.perf_counter() - t0:.0f} s", flush=True)
             if args.json_out:  # after every run, so a cut-short benchmark keeps what it measured
