@@ -19,19 +19,11 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from tests.browser.chromium import ARGS, CHROMIUM, require_browser  # noqa: E402,F401
 
-CHROMIUM = Path(os.environ.get("ROBUSTLENS_CHROMIUM", "/usr/bin/chromium"))
 ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = ROOT / "test-artifacts"
-ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-        "--disable-sync", "--no-first-run", "--disable-default-apps", "--disable-extensions"]
-
-if not CHROMIUM.is_file():
-    pytest.skip(f"needs Chromium at {CHROMIUM} (apt-get install chromium; .ci/setup-browser does it)",
-                allow_module_level=True)
-if importlib.util.find_spec("playwright") is None:
-    pytest.skip("needs the Playwright package (pip install playwright; .ci/setup-browser does it)",
-                allow_module_level=True)
+require_browser()
 if importlib.util.find_spec("gradio") is None:
     pytest.skip("needs Gradio (pip install 'robustlens[app]')", allow_module_level=True)
 

@@ -4,23 +4,12 @@ kept in test-artifacts/audit.png."""
 
 from __future__ import annotations
 
-import importlib.util
-import os
 from pathlib import Path
 
-import pytest
+from tests.browser.chromium import ARGS, CHROMIUM, require_browser  # noqa: E402,F401
 
-CHROMIUM = Path(os.environ.get("ROBUSTLENS_CHROMIUM", "/usr/bin/chromium"))
 ROOT = Path(__file__).resolve().parents[2]
-ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-        "--disable-sync", "--no-first-run", "--disable-default-apps", "--disable-extensions"]
-
-if not CHROMIUM.is_file():
-    pytest.skip(f"needs Chromium at {CHROMIUM} (apt-get install chromium; .ci/setup-browser does it)",
-                allow_module_level=True)
-if importlib.util.find_spec("playwright") is None:
-    pytest.skip("needs the Playwright package (pip install playwright; .ci/setup-browser does it)",
-                allow_module_level=True)
+require_browser()
 
 from playwright.sync_api import sync_playwright  # noqa: E402
 from tests.conftest import shared_path  # noqa: E402
