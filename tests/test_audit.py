@@ -116,7 +116,15 @@ def test_other_settings_refuse_the_journal(tmp_path, capsys):
     capsys.readouterr()
     assert main(_cmd(out, "--seed", "1", limit=8)) == 2
     assert "other settings (seed)" in capsys.readouterr().err
+    assert main(_cmd(out, "--pgd-start", "input", limit=8)) == 2
+    assert "other settings (pgd_start)" in capsys.readouterr().err
     assert sorted(p.name for p in (out / "journal").iterdir()) == before
+
+
+def test_pgd_start_input_with_two_restarts_is_in_the_figures(tmp_path, capsys):
+    assert main(_cmd(tmp_path / "a", "--no-explain", "--pgd-start", "input", "--pgd-restarts", "2", limit=8)) == 0
+    pgd = next(iter(json.loads(capsys.readouterr().out)["models"].values()))["pgd"]
+    assert pgd["start"] == "input" and pgd["restarts"] == 2 and not pgd["random_start"]
 
 
 def _units(out: Path) -> int:
@@ -175,6 +183,7 @@ def test_evaluate_refuses_options_its_attack_does_not_have(tmp_path, capsys):
                            (["--attack", "square", "--steps", "3"], "--steps does not apply"),
                            (["--attack", "fab-t", "--queries", "3"], "--queries does not apply"),
                            (["--version", "rand", "--queries", "3"], "--queries does not apply"),
+                           (["--attack", "apgd-ce", "--start", "input"], "--start does not apply"),
                            (["--attack", "pgd", "--version", "plus"], "--version applies to AutoAttack")):
         assert main(base + extra) == 2, extra
         err = capsys.readouterr().err.strip()
@@ -188,6 +197,10 @@ def test_evaluate_applies_the_options_that_apply(tmp_path, capsys):
                  "apgd-ce", "--steps", "3", "--restarts", "2", "--json", "--no-progress"]) == 0
     (apgd,) = json.loads(capsys.readouterr().out)["manifest"]["attacks"]
     assert apgd["steps"] == 3 and apgd["restarts"] == 2
+    assert main(["evaluate", "--model", "mnist_lenet5", "--data", f"mnist:{data}", "--limit", "4", "--attack", "pgd",
+                 "--start", "input", "--restarts", "2", "--json", "--no-progress"]) == 0
+    attack = json.loads(capsys.readouterr().out)["attack"]
+    assert attack["start"] == "input" and attack["restarts"] == 2
 
 
 def test_pass_counter_counts_square_incremental_queries_apart():

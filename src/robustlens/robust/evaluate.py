@@ -1,9 +1,12 @@
 """Robustness evaluation: clean accuracy and robust accuracy under untargeted PGD, for several ε at once.
 
-An example is *robust at ε* when the model classifies it correctly and PGD (random start, ``steps`` steps,
-``restarts`` restarts, ε-ball in pixel units) finds no misclassified point within ε. The ε are attacked in
-increasing order, and only examples still robust at the previous ε are attacked again: an adversarial
-example within a smaller ball is also within every larger ball, so robust accuracy cannot grow with ε.
+An example is *robust at ε* when the model classifies it correctly and PGD (``steps`` steps, ``restarts``
+restarts, ε-ball in pixel units) finds no misclassified point within ε. ``start="random"`` begins every restart
+at a random point of the ball (Madry et al.); ``start="input"`` begins the first at the clean image and later
+ones at random points, so ``start="input", restarts=2`` tries both textbook starts and keeps, per example, a
+success of either. The ε are attacked in increasing order, and only examples still robust at the previous ε are
+attacked again: an adversarial example within a smaller ball is also within every larger ball, so robust accuracy
+cannot grow with ε.
 
 Determinism: the dataset is cut into fixed batches of ``batch_size`` in dataset order; batch ``b`` is
 attacked with seed ``seed + b * 1009 + i`` (i = the index of ε), so each example's random start depends on its
@@ -46,6 +49,7 @@ class RobustnessResult:
     seed: int
     batch_size: int
     world_size: int = 1
+    start: str = "random"
     seconds: float = 0.0
     skipped: int = 0
     extra: dict = field(default_factory=dict)
@@ -69,7 +73,8 @@ class RobustnessResult:
             "robust_correct": self.robust_correct[0] if one else {f"{e:g}": c for e, c in zip(self.eps, self.robust_correct)},
             "robust_accuracy": robust[self.eps[0]] if one else {f"{e:g}": a for e, a in robust.items()},
             "attack": {"name": "pgd", "norm": self.norm, "eps": self.eps, "steps": self.steps,
-                       "step_size": self.step_sizes, "restarts": self.restarts, "random_start": True,
+                       "step_size": self.step_sizes, "restarts": self.restarts, "start": self.start,
+                       "random_start": self.start == "random",
                        "seed": self.seed},
             "batch_size": self.batch_size,
             "processes": self.world_size,
@@ -77,6 +82,9 @@ class RobustnessResult:
             "seconds": round(self.seconds, 3),
             **self.extra,
         }
+
+
+PGD_STARTS = ("random", "input")
 
 
 def _modes(model: nn.Module) -> list[bool]:
@@ -103,6 +111,7 @@ def evaluate_robustness(
     steps: int = 10,
     step_size: float | None = None,
     restarts: int = 1,
+    start: str = "random",
     batch_size: int = 100,
     seed: int = 0,
     workers: int = 0,
@@ -110,7 +119,8 @@ def evaluate_robustness(
     progress: bool = False,
 ) -> RobustnessResult:
     """Clean and PGD robust accuracy of ``model`` (eval mode) on ``dataset`` (items ``(image, label)``), for each
-    ``eps`` (sorted ascending; 0 means clean). ``step_size`` defaults to :func:`robustlens.optim.steps.madry_step_size` per ε.
+    ``eps`` (sorted ascending; 0 means clean); ``start``: ``"random"`` or ``"input"`` (see the module doc).
+    ``step_size`` defaults to :func:`robustlens.optim.steps.madry_step_size` per ε.
     Under ``ctx`` with K processes each takes every K-th batch and the counts are summed (see module doc)."""
     from tqdm.auto import tqdm
 
@@ -122,6 +132,8 @@ def evaluate_robustness(
     for e in eps:
         positive("eps", e, allow_zero=True)
     positive("step_size", step_size)
+    if start not in PGD_STARTS:
+        raise UserError(f"start must be one of {', '.join(PGD_STARTS)}, got {start!r}")
     for name, value in (("steps", steps), ("restarts", restarts), ("batch_size", batch_size)):
         count(name, value)
     sizes = [step_size if step_size is not None else madry_step_size(e, steps) for e in eps]
@@ -145,7 +157,7 @@ def evaluate_robustness(
                 if e > 0 and bool(alive.any()):
                     idx = alive.nonzero().squeeze(1)
                     adv = pgd(model, x[idx], y[idx], norm=norm, eps=e, step_size=s, steps=steps,
-                              random_start=True, restarts=restarts, early_stop=True,
+                              random_start=start == "random", restarts=restarts, early_stop=True,
                               seed=seed + b * SEED_STRIDE + i)
                     with torch.no_grad():
                         alive[idx] = model(adv).argmax(1) == y[idx]
@@ -159,7 +171,7 @@ def evaluate_robustness(
     total = all_reduce_sum(counts, ctx)
     return RobustnessResult(n=int(total[0]), clean_correct=int(total[1]), eps=eps,
                             robust_correct=[int(c) for c in total[2:]], norm=norm, steps=steps, step_sizes=sizes,
-                            restarts=restarts, seed=seed, batch_size=batch_size, world_size=ctx.world_size,
+                            restarts=restarts, seed=seed, batch_size=batch_size, world_size=ctx.world_size, start=start,
                             seconds=time.perf_counter() - t0, skipped=int(getattr(dataset, "skipped", 0)))
 
 

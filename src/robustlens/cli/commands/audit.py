@@ -50,7 +50,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed of the attacks' random starts (default 0)")
     p.add_argument("--pgd-steps", type=int, default=40, help="PGD steps of the PGD figure (default 40)")
     p.add_argument("--pgd-step-size", type=number, help="PGD step (default 2.5*eps/steps per eps)")
-    p.add_argument("--pgd-restarts", type=int, default=1, help="PGD random restarts (default 1)")
+    p.add_argument("--pgd-restarts", type=int, default=1, help="PGD restarts (default 1)")
+    p.add_argument("--pgd-start", choices=["random", "input"], default="random",
+                   help="where PGD's restarts begin (default random; input: the first at the clean image, later ones "
+                        "at random: --pgd-start input --pgd-restarts 2 tries both)")
     p.add_argument("--explain-images", type=int, help="images for the alignment and sanity checks (default 16)")
     p.add_argument("--sanity-stages", type=int, help="layers randomised in the sanity check, at most (default 6)")
     p.add_argument("--no-explain", action="store_true", help="skip the alignment and sanity checks")
@@ -134,7 +137,9 @@ def _settings(args: argparse.Namespace, models: list[dict]) -> dict:
             "data": args.data, "norm": args.norm, "eps": sorted(args.eps), "limit": args.limit,
             "batch_size": args.batch_size, "seed": args.seed, "pgd_steps": args.pgd_steps,
             "pgd_step_size": args.pgd_step_size, "pgd_restarts": args.pgd_restarts, "explain": not args.no_explain,
-            "explain_images": args.explain_images or 16, "sanity_stages": args.sanity_stages or 6}
+            "explain_images": args.explain_images or 16, "sanity_stages": args.sanity_stages or 6,
+            # only when not the default, so journals written before the option existed still resume
+            **({"pgd_start": args.pgd_start} if args.pgd_start != "random" else {})}
 
 
 def run(args: argparse.Namespace) -> int:
@@ -177,7 +182,8 @@ def _audit(args: argparse.Namespace, ctx, models: list[dict]) -> int:
     t0, load0 = time.perf_counter(), os.getloadavg()
     journal = _open_journal(args, settings, ctx)
     p = AuditPlan(norm=args.norm, eps=settings["eps"], batch_size=args.batch_size, seed=args.seed,
-                  pgd_steps=args.pgd_steps, pgd_step_size=args.pgd_step_size, pgd_restarts=args.pgd_restarts)
+                  pgd_steps=args.pgd_steps, pgd_step_size=args.pgd_step_size, pgd_restarts=args.pgd_restarts,
+                  pgd_start=args.pgd_start)
     progress = not args.no_progress and not args.json
     for k, m in enumerate(models):
         audit_batches(m["model"], m["dataset"], f"m{k}", journal, p, ctx=ctx, progress=progress, label=m["label"])

@@ -64,6 +64,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--steps", type=int, help="gradient steps (default: 10 for PGD; 100 for APGD and FAB)")
     p.add_argument("--step-size", type=number, help="PGD step (default 2.5*eps/steps per eps)")
     p.add_argument("--restarts", type=int, help="random restarts of PGD / APGD-CE (default: 1, plus: 5)")
+    p.add_argument("--start", choices=["random", "input"],
+                   help="where PGD's restarts begin (default random: a random point of the ball; input: the first at "
+                        "the clean image, later ones at random; --start input --restarts 2 tries both)")
     p.add_argument("--queries", type=int, help="Square attack queries (default 5000)")
     p.add_argument("--limit", type=int, help="evaluate this many examples, spread evenly over the dataset")
     p.add_argument("--batch-size", type=int, default=100, help="batch size; results depend on it (default 100)")
@@ -87,8 +90,9 @@ def _check(args: argparse.Namespace) -> None:
     refuse_inapplicable(args)
 
 
-OPTION_KEYS = {"--steps": "steps", "--step-size": "step_size", "--restarts": "restarts", "--queries": "queries"}
-PGD_KEYS = frozenset({"steps", "step_size", "restarts"})
+OPTION_KEYS = {"--steps": "steps", "--step-size": "step_size", "--restarts": "restarts", "--queries": "queries",
+               "--start": "start"}
+PGD_KEYS = frozenset({"steps", "step_size", "restarts", "start"})
 
 
 def refuse_inapplicable(args: argparse.Namespace) -> None:
@@ -150,7 +154,8 @@ def _pgd(args, model, dataset, eps, ctx, out) -> tuple[dict, list[str]]:
     from robustlens.robust.evaluate import evaluate_robustness, plot_accuracy_vs_eps
 
     result = evaluate_robustness(model, dataset, norm=args.norm, eps=eps, steps=args.steps or 10,
-                                 step_size=args.step_size, restarts=args.restarts or 1, batch_size=args.batch_size,
+                                 step_size=args.step_size, restarts=args.restarts or 1, start=args.start or "random",
+                                 batch_size=args.batch_size,
                                  seed=args.seed, workers=args.workers, ctx=ctx, progress=not args.no_progress)
     summary = result.to_dict()
     if out:

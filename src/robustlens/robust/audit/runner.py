@@ -48,6 +48,7 @@ class AuditPlan:
     pgd_steps: int = 40
     pgd_step_size: float | None = None
     pgd_restarts: int = 1
+    pgd_start: str = "random"
     attacks: list[tuple[str, dict]] = field(default_factory=lambda: plan("autoattack", "standard"))
 
     def pgd_step_sizes(self) -> list[float]:
@@ -120,7 +121,7 @@ class BatchAuditor:
             if bool(alive.any()):
                 idx = alive.nonzero().squeeze(1)
                 adv = pgd(self.model, x[idx], y[idx], norm=self.p.norm, eps=e, step_size=s, steps=self.p.pgd_steps,
-                          random_start=True, restarts=self.p.pgd_restarts, early_stop=True,
+                          random_start=self.p.pgd_start == "random", restarts=self.p.pgd_restarts, early_stop=True,
                           seed=self.p.seed + b * SEED_STRIDE + i)
                 with torch.no_grad():
                     alive[idx] = self.model(adv).argmax(1) == y[idx]

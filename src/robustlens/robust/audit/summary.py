@@ -99,7 +99,8 @@ def summarise(journal: Journal, key: str, dataset, p: AuditPlan, *, training: bo
                          for e, rc, ra in zip(p.eps, ev.robust_correct, ev.robust_after)]
     pgd = [sum(r.get("pgd", b)["robust"][i] for b in range(len(r.batches))) for i in range(len(p.eps))]
     out["pgd"] = {"steps": p.pgd_steps, "step_size": p.pgd_step_sizes(), "restarts": p.pgd_restarts,
-                  "random_start": True, "robust": [{"eps": e, **accuracy(c, n)} for e, c in zip(p.eps, pgd)]}
+                  "start": p.pgd_start, "random_start": p.pgd_start == "random",
+                  "robust": [{"eps": e, **accuracy(c, n)} for e, c in zip(p.eps, pgd)]}
     clean_conf = [c for b in range(len(r.batches)) for c in r.get("clean", b)["conf"]]
     clean_ok = [bool(v) for v in (codes[0] != 2).tolist()]
     out["calibration"] = {"bins": 15, "clean": calibration(clean_conf, clean_ok),
