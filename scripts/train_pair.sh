@@ -27,7 +27,8 @@ esac
 
 # stage -> "epochs lr schedule eps from ema": stage 1 from random init (one-cycle), later stages from the stage
 # named in "from" (cosine); ema: the weight average's decay (0: none). A stage name need not be a number: the
-# branches 2e3 (training ε 3.0) and 2ema (a weight average) start from stage 2, to see what each buys the judge
+# branches 2e3 (training ε 3.0) and 2ema (a weight average) start from stage 2, to see what each buys the judge;
+# 3e3 continues 2e3 (ε 3.0, with the weight average) with the rest of the robust budget
 stage_plan() {  # kind stage
   case "$1:$2" in
     robust:1) echo "16 0.1 onecycle 1.5 - 0" ;;
@@ -36,6 +37,7 @@ stage_plan() {  # kind stage
     robust:4) echo "96 0.03 cosine 1.5 3 0" ;;
     robust:2e3) echo "8 0.02 cosine 3.0 2 0" ;;
     robust:2ema) echo "8 0.02 cosine 1.5 2 0.995" ;;
+    robust:3e3) echo "32 0.03 cosine 3.0 2e3 0.995" ;;
     standard:1) echo "40 0.1 onecycle 1.5 - 0" ;;
     standard:2) echo "40 0.03 cosine 1.5 1 0" ;;
     *) echo "no stage $2 for $1" >&2; return 2 ;;
