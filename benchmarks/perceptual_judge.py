@@ -14,7 +14,7 @@ and L2 PGD-20 (random start) robust accuracy of both models on the whole val spl
 
     PYTHONPATH=src python benchmarks/perceptual_judge.py [--robust imagenette128_resnet_robust]
         [--standard imagenette128_resnet_standard|none] [--n 100] [--eps 20] [--steps 60] [--layer layer4]
-        [--invert-steps 300] [--accuracy --accuracy-eps 1.0,1.5] [--json-out F] [--figure F]
+        [--invert-steps 300] [--invert-start uniform|gray] [--accuracy --accuracy-eps 1.0,1.5] [--json-out F] [--figure F]
 """
 
 from __future__ import annotations
@@ -54,17 +54,18 @@ def per_class(labels: torch.Tensor, n: int, classes: int = 10) -> list[int]:
     return out
 
 
-def inversions(model, x: torch.Tensor, layer: str, steps: int, seed: int) -> torch.Tensor:
-    """One inversion per image from uniform noise (seeded), the whole batch at once: the objective and step rule
-    of :func:`robustlens.recipes.inversion.invert` (relative squared feature distance, Adam 0.1, cosine)."""
+def inversions(model, x: torch.Tensor, layer: str, steps: int, seed: int, start: str = "uniform") -> torch.Tensor:
+    """One inversion per image from seeded noise (``start``: see :func:`robustlens.recipes.inversion.noise_image`),
+    the whole batch at once: the objective and step rule of :func:`robustlens.recipes.inversion.invert` (relative
+    squared feature distance, Adam 0.1, cosine)."""
     from robustlens.models.layers import get_activations
+    from robustlens.recipes.inversion import noise_image
 
     with torch.inference_mode():
         ref = get_activations(model, x, [layer])[layer].clone()
     gen = torch.Generator().manual_seed(seed)
-    start = torch.rand(x.shape, generator=gen)
-    res = optimize(model, start, FeatureDistance(layer, ref), threat=Unconstrained(), steps=steps,
-                   rule=Adam(0.1, schedule=Cosine()), seed=seed, progress=True, desc=f"invert {layer}")
+    res = optimize(model, noise_image(x.shape, start, gen), FeatureDistance(layer, ref), threat=Unconstrained(),
+                   steps=steps, rule=Adam(0.1, schedule=Cosine()), seed=seed, progress=True, desc=f"invert {layer}")
     return res.x.detach()
 
 
@@ -85,6 +86,9 @@ def main() -> int:
     p.add_argument("--steps", type=int, default=60, help="attack steps (default 60, no early stop)")
     p.add_argument("--layer", default="layer4", help="inversion layer (default layer4, the deepest block)")
     p.add_argument("--invert-steps", type=int, default=300)
+    p.add_argument("--invert-start", choices=["uniform", "gray"], default="uniform",
+                   help="the inversions' noise start (default uniform: U(0,1); gray: 0.5 + N(0, 0.05^2), the seed "
+                        "of MadryLab robustness's inversion example)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--accuracy", action="store_true", help="also clean and PGD-20 accuracy on the whole val split")
     p.add_argument("--accuracy-eps", default="1.0", help="L2 radii for --accuracy, comma-separated (default 1.0)")
@@ -102,7 +106,8 @@ def main() -> int:
     judge = Judge(first.class_wnids, args.judge)
     report: dict = {"models": {k: f"{m.name} ({m.weights})" for k, m in models.items()},
                     "judge": args.judge, "n": args.n, "eps": args.eps, "steps": args.steps, "layer": args.layer,
-                    "invert_steps": args.invert_steps, "input_size": first.config.input_size, "seed": args.seed}
+                    "invert_steps": args.invert_steps, "invert_start": args.invert_start,
+                    "input_size": first.config.input_size, "seed": args.seed}
 
     full = open_dataset(f"folder:{val}", first)
     if args.accuracy:
@@ -129,7 +134,7 @@ def main() -> int:
                      seed=args.seed, progress=True)
         adv[k] = res.adversarial
         t1 = time.perf_counter()
-        inv[k] = inversions(m, x, args.layer, args.invert_steps, args.seed)
+        inv[k] = inversions(m, x, args.layer, args.invert_steps, args.seed, args.invert_start)
         t2 = time.perf_counter()
         report[k] = {"attack_success": res.success_rate(), "attack_judge_target": judged(judge, adv[k], targets),
                      "inversion_judge_source": judged(judge, inv[k], y),

@@ -63,6 +63,23 @@ def test_same_noise_start_for_every_layer_and_seeded():
     assert torch.allclose(a.start_distance, start)
 
 
+def test_gray_start_is_the_documented_seed_and_starts_nearer():
+    """start="gray": 0.5 + N(0, 0.05^2) per pixel, clipped (MadryLab robustness's inversion seed), seeded like
+    the uniform start; recorded in the settings; an unknown start is one UserError."""
+    from robustlens.recipes.inversion import noise_image
+
+    model = Tiny()
+    img = torch.rand(1, 3, 12, 12, generator=torch.Generator().manual_seed(5))
+    gray = invert(model, img, ["1"], steps=1, progress=False, seed=3, start="gray")
+    seed = (0.5 + torch.randn(1, 3, 12, 12, generator=torch.Generator().manual_seed(3)) / 20).clamp(0, 1)
+    assert torch.equal(noise_image((1, 3, 12, 12), "gray", torch.Generator().manual_seed(3)), seed)
+    assert torch.allclose(gray.start_distance, feature_distances(model, seed, {"1": model.net[:2](img)}, ["1"]))
+    assert gray.settings["start"].startswith("gray")
+    assert invert(model, img, ["1"], steps=1, progress=False, seed=3).settings["start"] == "uniform noise"
+    with pytest.raises(UserError, match="start must be one of"):
+        invert(model, img, ["1"], steps=1, progress=False, start="zeros")
+
+
 def test_bad_layers():
     with pytest.raises(UserError, match="unknown layer"):
         invert(Tiny(), torch.rand(3, 8, 8), ["1", "nope"], steps=1, progress=False)

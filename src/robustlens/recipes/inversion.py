@@ -1,6 +1,7 @@
 """Feature inversion (Mahendran & Vedaldi): which images does the model map to the same features at a layer?
 
-From random noise, minimise the relative squared L2 distance ‖φ_L(x) − φ_L(x_ref)‖² / ‖φ_L(x_ref)‖² at each
+From a noise image (``start="uniform"``: U(0,1) per pixel; ``"gray"``: mid-gray plus N(0, 0.05²), clipped to
+[0,1] — the seed of MadryLab robustness's inversion example), minimise the relative squared L2 distance ‖φ_L(x) − φ_L(x_ref)‖² / ‖φ_L(x_ref)‖² at each
 requested layer. All layers run in ONE batch: the same noise start is replicated, one row per layer, and
 one forward pass per step serves every row (:class:`robustlens.optim.objectives.PerRow`).
 """
@@ -62,6 +63,21 @@ def feature_distances(model: nn.Module, x: torch.Tensor, reference: dict[str, to
     return torch.stack(out).clone()
 
 
+STARTS = {"uniform": "uniform noise", "gray": "gray + N(0, 0.05^2) noise"}
+
+
+def noise_image(shape: Sequence[int], start: str, generator: torch.Generator, *, device=None,
+                dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """A seeded noise image in [0,1] of ``shape``: ``start`` ``"uniform"`` (U(0,1) per pixel) or ``"gray"``
+    (0.5 + N(0, 0.05²) per pixel, clipped: far less high-frequency energy for the optimisation to remove)."""
+    if start == "uniform":
+        return torch.rand(tuple(shape), generator=generator, device=device, dtype=dtype)
+    if start == "gray":
+        noise = torch.randn(tuple(shape), generator=generator, device=device, dtype=dtype)
+        return (0.5 + noise / 20).clamp_(0, 1)
+    raise UserError(f"start must be one of {', '.join(STARTS)}, got {start!r}")
+
+
 def invert(
     model: nn.Module,
     image: torch.Tensor,
@@ -72,14 +88,15 @@ def invert(
     schedule: str = "cosine",
     tv_weight: float = 0.0,
     seed: int = 0,
+    start: str = "uniform",
     progress: bool = True,
     speed: Speed | None = None,
 ) -> InversionResult:
     """Reconstruct ``image`` ((C,H,W) or (1,C,H,W) in [0,1]) from its features at each of ``layers``.
 
     Pixel-space Adam (learning rate ``lr``; ``schedule`` ``"cosine"`` decays it to 0, or ``"constant"``) from
-    uniform noise (seeded), kept in [0,1]; ``tv_weight`` adds a total-variation prior (0: the pure feature
-    objective). One reconstruction per layer."""
+    seeded noise (``start``: ``"uniform"`` or ``"gray"``, :func:`noise_image`), kept in [0,1]; ``tv_weight``
+    adds a total-variation prior (0: the pure feature objective). One reconstruction per layer."""
     layers = list(layers)
     if not layers:
         raise UserError("give at least one layer")
@@ -88,6 +105,8 @@ def invert(
     positive("tv_weight", tv_weight, allow_zero=True)
     if schedule not in SCHEDULES:
         raise UserError(f"schedule must be one of {', '.join(SCHEDULES)}, got {schedule!r}")
+    if start not in STARTS:
+        raise UserError(f"start must be one of {', '.join(STARTS)}, got {start!r}")
     for name in layers:
         resolve_layer(model, name)  # unknown names raise UserError with close matches
     ref_img = image.unsqueeze(0) if image.dim() == 3 else image
@@ -99,18 +118,18 @@ def invert(
     reference = {n: a.clone() for n, a in acts.items()}
 
     gen = torch.Generator(device=ref_img.device).manual_seed(int(seed))
-    noise = torch.rand(ref_img.shape, generator=gen, device=ref_img.device, dtype=ref_img.dtype)
-    start = noise.expand(len(layers), *noise.shape[1:]).clone()
+    noise = noise_image(ref_img.shape, start, gen, device=ref_img.device, dtype=ref_img.dtype)
+    first = noise.expand(len(layers), *noise.shape[1:]).clone()
     objective = PerRow([FeatureDistance(n, reference[n]) for n in layers])
     if tv_weight:
         objective = objective + tv_weight * TotalVariation()
-    start_distance = feature_distances(model, start, reference, layers)
-    res = optimize(model, start, objective, threat=Unconstrained(), steps=steps,
+    start_distance = feature_distances(model, first, reference, layers)
+    res = optimize(model, first, objective, threat=Unconstrained(), steps=steps,
                    rule=Adam(lr, schedule=SCHEDULES[schedule]()), seed=seed, progress=progress, speed=speed,
                    desc="invert")
     distance = feature_distances(model, res.x, reference, layers)
     settings = {"layers": layers, "steps": steps, "lr": lr, "tv_weight": tv_weight, "seed": seed,
-                "start": "uniform noise", "step_rule": "adam", "schedule": schedule,
+                "start": STARTS[start], "step_rule": "adam", "schedule": schedule,
                 "objective": "relative squared L2 feature distance"}
     return InversionResult(layers=layers, reference=ref_img, images=res.x, start_distance=start_distance,
                            distance=distance, history=res.history, seconds=res.seconds, settings=settings)

@@ -37,6 +37,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--schedule", choices=["cosine", "constant"], default="cosine",
                    help="learning-rate schedule (default cosine: decays to 0 at the last step)")
     p.add_argument("--tv", type=number, default=0.0, help="total-variation weight (default 0: none)")
+    p.add_argument("--start", choices=["uniform", "gray"], default="uniform",
+                   help="the noise it starts from (default uniform: U(0,1) per pixel; gray: 0.5 + N(0, 0.05^2), the "
+                        "seed of MadryLab robustness's inversion example, far less noise for a robust model to keep)")
     add_optimisation_args(p, run)
 
 
@@ -51,8 +54,8 @@ def run(args: argparse.Namespace) -> int:
     x = load_inputs([args.image], model)
     out = prepare_out(args.out)
 
-    res = invert(model, x, layers, steps=args.steps, lr=args.lr, schedule=args.schedule, tv_weight=args.tv, seed=args.seed,
-                 progress=progress_enabled(args))
+    res = invert(model, x, layers, steps=args.steps, lr=args.lr, schedule=args.schedule, tv_weight=args.tv,
+                 seed=args.seed, start=args.start, progress=progress_enabled(args))
     result = {**model.describe(), "image": str(args.image), **res.to_dict()}
     lines = [f"{model.name}: inverting {args.image} at {len(layers)} layer(s), {args.steps} steps, {res.seconds:.1f} s"]
     lines += [f"  {r['layer']:<20} relative feature distance {r['start_distance']:.3f} (noise) -> {r['distance']:.4f}"
