@@ -93,3 +93,25 @@ def test_budget_scales_the_steps_to_fit_and_leaves_a_cheap_run_alone():
     assert estimate(scaled, 0.5, 1.0).total == cost.total
     same, cheap = fit(st, 0.001, 0.002, 600)
     assert same == st and cheap.factor == 1 and cheap.total < FIXED_S + 20
+
+
+@pytest.mark.slow
+def test_notebook_with_madry_l2_3_runs_every_cell(simulated_hub, monkeypatch):
+    """The notebook as a student runs it online with ROBUSTLENS_NOTEBOOK_ROBUST=madry_l2_3 (quick mode): every
+    cell runs, 4(e) attacks MadryLab's ResNet-50 towards tiger cat and two more classes, and the side-by-side
+    comparison runs on torchvision's ResNet-50 and madry_l2_3. The kernel inherits the simulated hub's
+    environment."""
+    nbformat = pytest.importorskip("nbformat")
+    nbclient = pytest.importorskip("nbclient")
+    root = Path(__file__).resolve().parents[1]
+    monkeypatch.setenv("ROBUSTLENS_NOTEBOOK_QUICK", "1")
+    monkeypatch.setenv("ROBUSTLENS_NOTEBOOK_ROBUST", "madry_l2_3")
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(root / "src"), os.environ.get("PYTHONPATH", "")]))
+    nb = nbformat.read(root / "notebooks" / "problem_set.ipynb", as_version=4)
+    nbclient.NotebookClient(nb, timeout=1200, kernel_name="python3",
+                            resources={"metadata": {"path": str(root / "notebooks")}}).execute()
+    text = "\n".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.outputs)
+    for t in (TIGER_CAT, TARANTULA, GOLDFISH):
+        assert f"4(e) madry_l2_3 -> {t}: success" in text
+    assert "madry_l2_3" in text.split("4(e) madry_l2_3 -> 1:")[1]  # the comparison ran on the pair after 4(e)
+    assert (simulated_hub / "imagenet_l2_3_0.robustlens.safetensors").is_file()
