@@ -35,6 +35,7 @@ from robustlens.optim.objectives import FeatureDistance
 from robustlens.optim.steps import Adam, Cosine
 from robustlens.optim.threat import Unconstrained
 from robustlens.recipes.attacks import attack
+from robustlens.recipes.inversion import STARTS, noise_image
 from robustlens.robust.datasets import open_dataset
 from robustlens.robust.evaluate import evaluate_robustness
 
@@ -59,7 +60,6 @@ def inversions(model, x: torch.Tensor, layer: str, steps: int, seed: int, start:
     the whole batch at once: the objective and step rule of :func:`robustlens.recipes.inversion.invert` (relative
     squared feature distance, Adam 0.1, cosine)."""
     from robustlens.models.layers import get_activations
-    from robustlens.recipes.inversion import noise_image
 
     with torch.inference_mode():
         ref = get_activations(model, x, [layer])[layer].clone()
@@ -86,7 +86,7 @@ def main() -> int:
     p.add_argument("--steps", type=int, default=60, help="attack steps (default 60, no early stop)")
     p.add_argument("--layer", default="layer4", help="inversion layer (default layer4, the deepest block)")
     p.add_argument("--invert-steps", type=int, default=300)
-    p.add_argument("--invert-start", choices=["uniform", "gray"], default="uniform",
+    p.add_argument("--invert-start", choices=list(STARTS), default="uniform",
                    help="the inversions' noise start (default uniform: U(0,1); gray: 0.5 + N(0, 0.05^2), the seed "
                         "of MadryLab robustness's inversion example)")
     p.add_argument("--seed", type=int, default=0)

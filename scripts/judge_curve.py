@@ -5,8 +5,8 @@ Each point is one finished stage of ``scripts/train_pair.sh`` (its float16 weigh
 ``benchmarks/perceptual_judge.py`` into ``docs/results/judge_pair_<kind>_s<k>.json``. The CPU-hours of stage k
 are the training seconds of k and of every stage it grew from (``seconds_total`` in each final file's metadata,
 the lineage from its ``weights_start``: every machine and session the stage ran on, training only, not the
-judge); a segment joins each stage to the one it grew from. Prints the table and draws judge top-1/top-5 (the attack's target, the inversion's source)
-against CPU-hours, the goal (50%) as a line.
+judge); a segment joins each stage to the one it grew from. Prints the table and draws judge top-1/top-5 (the
+attack's target, the inversion's source) against CPU-hours, the goal (50%) as a line.
 
     python scripts/judge_curve.py [--kind robust] [--figure docs/figures/judge_curve.png] [--json-out F]
 """

@@ -22,7 +22,7 @@ from robustlens.cli.common import (
 from robustlens.images import save_image
 from robustlens.models.layers import resolve_layer
 from robustlens.plots import image_grid, plot_curves
-from robustlens.recipes.inversion import invert
+from robustlens.recipes.inversion import STARTS, invert
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -37,7 +37,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--schedule", choices=["cosine", "constant"], default="cosine",
                    help="learning-rate schedule (default cosine: decays to 0 at the last step)")
     p.add_argument("--tv", type=number, default=0.0, help="total-variation weight (default 0: none)")
-    p.add_argument("--start", choices=["uniform", "gray"], default="uniform",
+    p.add_argument("--start", choices=list(STARTS), default="uniform",
                    help="the noise it starts from (default uniform: U(0,1) per pixel; gray: 0.5 + N(0, 0.05^2), the "
                         "seed of MadryLab robustness's inversion example, far less noise for a robust model to keep)")
     add_optimisation_args(p, run)
