@@ -2,8 +2,9 @@
 
 From a noise image (``start="uniform"``: U(0,1) per pixel; ``"gray"``: mid-gray plus N(0, 0.05²), clipped to
 [0,1] — the seed of MadryLab robustness's inversion example), minimise the relative squared L2 distance
-‖φ_L(x) − φ_L(x_ref)‖² / ‖φ_L(x_ref)‖² at each requested layer. All layers run in ONE batch: the same noise start is replicated, one row per layer, and
-one forward pass per step serves every row (:class:`robustlens.optim.objectives.PerRow`).
+‖φ_L(x) − φ_L(x_ref)‖² / ‖φ_L(x_ref)‖² at each requested layer. All layers run in ONE batch: the same noise
+start is replicated, one row per layer, and one forward pass per step serves every row
+(:class:`robustlens.optim.objectives.PerRow`).
 """
 
 from __future__ import annotations

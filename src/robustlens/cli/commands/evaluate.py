@@ -155,7 +155,8 @@ def _pgd(args, model, dataset, eps, ctx, out) -> tuple[dict, list[str]]:
 
     result = evaluate_robustness(model, dataset, norm=args.norm, eps=eps, steps=args.steps or 10,
                                  step_size=args.step_size, restarts=args.restarts or 1, start=args.start or "random",
-                                 batch_size=args.batch_size, seed=args.seed, workers=args.workers, ctx=ctx, progress=not args.no_progress)
+                                 batch_size=args.batch_size, seed=args.seed, workers=args.workers, ctx=ctx,
+                                 progress=not args.no_progress)
     summary = result.to_dict()
     if out:
         summary["figures"] = [plot_accuracy_vs_eps({model.name: result}, out / "accuracy_vs_eps.png").name]
