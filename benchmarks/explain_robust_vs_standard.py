@@ -21,7 +21,8 @@ from _shared import SHARED, require  # noqa: E402
 
 from robustlens.explain import robust_vs_standard  # noqa: E402
 from robustlens.images import load_pil  # noqa: E402
-from robustlens.models import create_model  # noqa: E402
+from robustlens.models import DEFAULT_ROBUST_MODEL, create_model  # noqa: E402
+from robustlens.models.counterparts import standard_for  # noqa: E402
 from robustlens.models.preprocess import preprocess  # noqa: E402
 
 
@@ -40,8 +41,8 @@ def imagenette_val(model, per_class: int) -> tuple[torch.Tensor, torch.Tensor, l
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--standard", default="imagenette128_resnet_standard")
-    p.add_argument("--robust", default="imagenette128_resnet_robust")
+    p.add_argument("--standard", default=standard_for(DEFAULT_ROBUST_MODEL)[0])
+    p.add_argument("--robust", default=DEFAULT_ROBUST_MODEL)
     p.add_argument("--per-class", type=int, default=10)
     p.add_argument("--json-out")
     p.add_argument("--figure", default="robust_vs_standard_saliency.png")

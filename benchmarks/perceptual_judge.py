@@ -12,8 +12,8 @@ to 224 px, bicubic) says whether its top-1 / top-5 holds the *target* of each at
 each inversion. The judge's own accuracy on the clean images is the ceiling. ``--accuracy`` adds clean accuracy
 and L2 PGD-20 (random start) robust accuracy of both models on the whole val split.
 
-    PYTHONPATH=src python benchmarks/perceptual_judge.py [--robust imagenette128_resnet_robust]
-        [--standard imagenette128_resnet_standard|none] [--n 100] [--eps 20] [--steps 60] [--layer layer4]
+    PYTHONPATH=src python benchmarks/perceptual_judge.py [--robust imagenette128_resnet18_robust]
+        [--standard imagenette128_resnet18_standard|none] [--n 100] [--eps 20] [--steps 60] [--layer layer4]
         [--invert-steps 300] [--invert-start uniform|gray] [--accuracy --accuracy-eps 1.0,1.5] [--json-out F] [--figure F]
 """
 
@@ -28,7 +28,8 @@ import torch
 from _judge import Judge
 from _shared import SHARED, require
 
-from robustlens.models import create_model
+from robustlens.models import DEFAULT_ROBUST_MODEL, create_model
+from robustlens.models.counterparts import standard_for
 from robustlens.models.labels import imagenet_classes
 from robustlens.optim.engine import optimize
 from robustlens.optim.objectives import FeatureDistance
@@ -76,8 +77,8 @@ def judged(judge: Judge, images: torch.Tensor, classes: torch.Tensor) -> dict:
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--robust", default="imagenette128_resnet_robust", help="model (NAME or NAME=WEIGHTS)")
-    p.add_argument("--standard", default="imagenette128_resnet_standard",
+    p.add_argument("--robust", default=DEFAULT_ROBUST_MODEL, help="model (NAME or NAME=WEIGHTS)")
+    p.add_argument("--standard", default=standard_for(DEFAULT_ROBUST_MODEL)[0],
                    help="model (NAME or NAME=WEIGHTS); none: judge the robust model alone (a point on a training "
                         "curve: half the work)")
     p.add_argument("--judge", default="efficientnet_lite0", help="an ImageNet (1000-class) zoo model")

@@ -29,7 +29,8 @@ from _judge import Judge
 from _shared import SHARED, require
 
 from robustlens import metrics
-from robustlens.models import create_model
+from robustlens.models import DEFAULT_ROBUST_MODEL, create_model
+from robustlens.models.counterparts import standard_for
 from robustlens.recipes.synthesis import (
     class_gaussians,
     downsample,
@@ -112,8 +113,8 @@ def run_translate(models, judge, x, y, args) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--robust", default="imagenette128_resnet_robust")
-    ap.add_argument("--standard", default="imagenette128_resnet_standard")
+    ap.add_argument("--robust", default=DEFAULT_ROBUST_MODEL)
+    ap.add_argument("--standard", default=standard_for(DEFAULT_ROBUST_MODEL)[0])
     ap.add_argument("--train", default=str(SHARED / "data" / "imagenette128" / "train"))
     ap.add_argument("--val", default=str(SHARED / "data" / "imagenette128" / "val"))
     ap.add_argument("--samples", type=int, default=10, help="generated images per class (default 10)")

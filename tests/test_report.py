@@ -14,6 +14,8 @@ from robustlens import report as rp
 from robustlens.cli.main import main
 from robustlens.errors import UserError
 from robustlens.images import example_image
+from robustlens.models import DEFAULT_ROBUST_MODEL
+from robustlens.models.counterparts import standard_for
 from robustlens.models.layers import default_inversion_layers
 from robustlens.report.html import equation_html, render
 
@@ -184,8 +186,8 @@ def project_models(tmp_path, monkeypatch):
 
     folder = tmp_path / "models"
     folder.mkdir()
-    for seed, name in enumerate(("imagenette128_resnet_robust", "imagenette128_resnet_standard")):
-        net = create_model("imagenette128_resnet", "none", seed=seed).net
+    for seed, name in enumerate((DEFAULT_ROBUST_MODEL, standard_for(DEFAULT_ROBUST_MODEL)[0])):
+        net = create_model(name, "none", seed=seed).net
         save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(folder / f"{name}.safetensors"))
     monkeypatch.setenv("ROBUSTLENS_MODELS", str(folder))
     return folder
@@ -203,7 +205,8 @@ def test_robust_sections_equal_the_compare_command(tmp_path, project_models, che
     assert set(e["data"]["models"]) == {"standard", "robust"}
     for kind in ("standard", "robust"):
         m = e["data"]["models"][kind]
-        assert m["model"]["model"] == f"imagenette128_resnet_{kind}"
+        assert m["model"]["model"] == {"robust": DEFAULT_ROBUST_MODEL,
+                                       "standard": standard_for(DEFAULT_ROBUST_MODEL)[0]}[kind]
         assert [r["target"] for r in m["attack"]["results"]] == e["data"]["targets"]
         assert m["attack"]["settings"]["norm"] == "l2" and m["attack"]["settings"]["eps"] == 1.5
     assert f["data"]["layers"] == ["layer2", "layer3", "layer4"]
@@ -211,7 +214,7 @@ def test_robust_sections_equal_the_compare_command(tmp_path, project_models, che
     figures = [i for s in rep["sections"] for b in s["blocks"] if b["kind"] == "figures" for i in b["items"]]
     assert len(page.of("img")) == len(figures)
 
-    args = ["compare", str(chelsea_file), "--models", "imagenette128_resnet_standard,imagenette128_resnet_robust",
+    args = ["compare", str(chelsea_file), "--models", f"{standard_for(DEFAULT_ROBUST_MODEL)[0]},{DEFAULT_ROBUST_MODEL}",
             "--target", f["data"]["target"], "--eps", f"{rp.ReportSettings().robust_big_eps:g}", "--steps", "3", "--invert-steps", "3", "--seed", "0",
             "--out", str(tmp_path / "compare"), "--json"]
     for layer in f["data"]["layers"]:

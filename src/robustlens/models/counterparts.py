@@ -29,4 +29,4 @@ def check_same_space(standard: Classifier, robust: Classifier) -> None:
             getattr(standard, "class_wnids", None) != getattr(robust, "class_wnids", None):
         raise UserError(f"{standard.name} and {robust.name} differ in input size or classes; synthesis compares "
                         "the same task on the same pixels and classes (give a robust model with a standard "
-                        "counterpart, e.g. imagenette128_resnet_robust or a published ImageNet checkpoint)")
+                        "counterpart, e.g. imagenette128_resnet18_robust or a published ImageNet checkpoint)")

@@ -16,7 +16,7 @@ DEFAULT_MODEL = "efficientnet_lite0"
 """The model every command and function uses when none is named: the bundled ImageNet EfficientNet-Lite0."""
 # The robust model of Problem 4(e)(f), the comparisons and synthesis; its standard counterpart is
 # robustlens.models.counterparts.standard_for(DEFAULT_ROBUST_MODEL).
-DEFAULT_ROBUST_MODEL = "imagenette128_resnet_robust"
+DEFAULT_ROBUST_MODEL = "imagenette128_resnet18_robust"
 """The robust model of Problem 4(e)(f), the comparisons and synthesis (an L2 adversarially trained ResNet)."""
 
 

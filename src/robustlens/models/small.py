@@ -290,6 +290,13 @@ _register_project_model("imagenette_resnet_robust",
                         "Imagenette small ResNet, 64px, L2 adversarially trained (eps 1.0) by this project")
 _register_project_model("imagenette_resnet_standard",
                         "Imagenette small ResNet, 64px, standard training by this project")
+_register_project_model("imagenette128_resnet18_robust",
+                        "Imagenette ResNet-18 layout at half width (32-256), 128px, L2 adversarially trained (eps 1.5, "
+                        "then 3.0) by this project: the default robust model",
+                        imagenette128_resnet18_32_net, IMAGENETTE128_CONFIG)
+_register_project_model("imagenette128_resnet18_standard",
+                        "Imagenette ResNet-18 layout at half width (32-256), 128px, standard training by this project",
+                        imagenette128_resnet18_32_net, IMAGENETTE128_CONFIG)
 _register_project_model("imagenette128_resnet_robust",
                         "Imagenette ResNet (24-192), 128px, L2 adversarially trained (eps 1.5) by this project",
                         imagenette128_net, IMAGENETTE128_CONFIG)

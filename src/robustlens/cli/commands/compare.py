@@ -29,7 +29,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("image", metavar="IMAGE")
     p.add_argument("--models", required=True,
                    help="comma-separated model names, each optionally NAME=WEIGHTS "
-                        "(e.g. imagenette128_resnet_standard,imagenette128_resnet_robust)")
+                        "(e.g. imagenette128_resnet18_standard,imagenette128_resnet18_robust)")
     p.add_argument("--target", metavar="CLASS", help="target class (name, wnid, or index); default: untargeted")
     p.add_argument("--layer", action="append", default=[], metavar="LAYER",
                    help="invert the features of this layer (repeatable; default: the two deepest of the first "
