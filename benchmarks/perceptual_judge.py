@@ -77,7 +77,8 @@ def judged(judge: Judge, images: torch.Tensor, classes: torch.Tensor) -> dict:
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--robust", default=DEFAULT_ROBUST_MODEL, help="model (NAME or NAME=WEIGHTS)")
+    p.add_argument("--robust", default=DEFAULT_ROBUST_MODEL,
+                   help="model (NAME or NAME=WEIGHTS); none: judge the standard model alone")
     p.add_argument("--standard", default=standard_for(DEFAULT_ROBUST_MODEL)[0],
                    help="model (NAME or NAME=WEIGHTS); none: judge the robust model alone (a point on a training "
                         "curve: half the work)")
@@ -98,10 +99,10 @@ def main() -> int:
     args = p.parse_args()
     torch.manual_seed(args.seed)
     val = require(SHARED / "data" / "imagenette128" / "val")
-    models = {"robust": load(args.robust)}
-    if args.standard != "none":
-        models["standard"] = load(args.standard)
-    first = models["robust"]
+    models = {k: load(spec) for k, spec in (("robust", args.robust), ("standard", args.standard)) if spec != "none"}
+    if not models:
+        sys.exit("--robust none and --standard none: nothing to judge")
+    first = next(iter(models.values()))
     if any(m.config.input_size != first.config.input_size for m in models.values()):
         sys.exit("the two models must take the same input size")
     judge = Judge(first.class_wnids, args.judge)
@@ -157,7 +158,7 @@ def figure(path, models, judge, x, y, targets, adv, inv, args) -> None:
     """Six examples: original, each model's targeted attack and inversion, titled with the judge's top-1."""
     from robustlens.plots import image_grid
 
-    first = models["robust"]
+    first = next(iter(models.values()))
     names = {c.index: c.name for c in imagenet_classes()}
 
     def says(img):
