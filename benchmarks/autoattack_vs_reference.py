@@ -53,7 +53,8 @@ LIBRARIES = ("robustlens", "torchattacks", "reference", "torchattacks-100")
 SETUPS = {
     "advtrained": ("mnist_lenet5", "models/advertorch_mnist_lenet5_advtrained.pt", "linf", 0.3),
     "clntrained": ("mnist_lenet5", "models/advertorch_mnist_lenet5_clntrained.pt", "linf", 0.3),
-    "imagenette": ("imagenette128_resnet_robust", None, "l2", 1.5),  # the 0.69 M-parameter robust model (the default until session 13), its training ε
+    # the 0.69 M-parameter robust model (the default until session 13) at its training ε
+    "imagenette": ("imagenette128_resnet_robust", None, "l2", 1.5),
     "imagenette64": ("imagenette_resnet_robust", None, "l2", 1.0),
     "resnet50": ("resnet50", "none", "linf", 1e-4),
 }

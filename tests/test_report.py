@@ -214,7 +214,8 @@ def test_robust_sections_equal_the_compare_command(tmp_path, project_models, che
     figures = [i for s in rep["sections"] for b in s["blocks"] if b["kind"] == "figures" for i in b["items"]]
     assert len(page.of("img")) == len(figures)
 
-    args = ["compare", str(chelsea_file), "--models", f"{standard_for(DEFAULT_ROBUST_MODEL)[0]},{DEFAULT_ROBUST_MODEL}",
+    pair = f"{standard_for(DEFAULT_ROBUST_MODEL)[0]},{DEFAULT_ROBUST_MODEL}"
+    args = ["compare", str(chelsea_file), "--models", pair,
             "--target", f["data"]["target"], "--eps", f"{rp.ReportSettings().robust_big_eps:g}", "--steps", "3", "--invert-steps", "3", "--seed", "0",
             "--out", str(tmp_path / "compare"), "--json"]
     for layer in f["data"]["layers"]:
