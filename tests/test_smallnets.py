@@ -79,20 +79,26 @@ def test_shipped_128px_pair_says_how_it_was_trained(kind, method):
                                                                                   "standard-64/model.safetensors")
 
 
-@pytest.mark.slow
-def test_shipped_128px_pair_is_accurate_and_only_the_robust_one_is_robust():
-    """On 100 val images (10 per class): both classify well, and L2 PGD-10 at ε 1.0 breaks the standard model
-    but not the robust one (docs/models.md has the figures on all 3925)."""
+def _pair_accuracy(prefix: str) -> dict[str, tuple[float, float]]:
+    """(clean, L2 PGD-10 ε 1.0) accuracy of ``{prefix}_standard`` and ``{prefix}_robust`` on 100 val images."""
     from robustlens.robust.datasets import open_dataset
     from robustlens.robust.evaluate import evaluate_robustness
 
     val = shared_path("data", "imagenette128", "val")
     acc = {}
     for kind in ("standard", "robust"):
-        m = create_model(f"imagenette128_resnet_{kind}")
+        m = create_model(f"{prefix}_{kind}")
         ds = open_dataset(f"folder:{val}", m, limit=100)
         r = evaluate_robustness(m, ds, norm="l2", eps=[1.0], steps=10, batch_size=100)
         acc[kind] = (r.clean_accuracy, r.robust_accuracy[1.0])
+    return acc
+
+
+@pytest.mark.slow
+def test_shipped_128px_pair_is_accurate_and_only_the_robust_one_is_robust():
+    """On 100 val images (10 per class): both classify well, and L2 PGD-10 at ε 1.0 breaks the standard model
+    but not the robust one (docs/models.md has the figures on all 3925)."""
+    acc = _pair_accuracy("imagenette128_resnet")
     assert acc["standard"][0] >= 0.7 and acc["robust"][0] >= 0.7, acc  # measured 0.80 and 0.80
     assert acc["standard"][1] <= 0.25 and acc["robust"][1] >= 0.55, acc  # measured 0.12 and 0.68
 
@@ -121,15 +127,6 @@ def test_default_pair_says_how_it_was_trained(kind, method, eps):
 def test_default_pair_is_accurate_and_only_the_robust_one_is_robust():
     """On 100 val images (10 per class): both classify well, and L2 PGD-10 at ε 1.0 breaks the standard model
     but not the robust one (docs/models.md has the figures on all 3925)."""
-    from robustlens.robust.datasets import open_dataset
-    from robustlens.robust.evaluate import evaluate_robustness
-
-    val = shared_path("data", "imagenette128", "val")
-    acc = {}
-    for kind in ("standard", "robust"):
-        m = create_model(f"imagenette128_resnet18_{kind}")
-        ds = open_dataset(f"folder:{val}", m, limit=100)
-        r = evaluate_robustness(m, ds, norm="l2", eps=[1.0], steps=10, batch_size=100)
-        acc[kind] = (r.clean_accuracy, r.robust_accuracy[1.0])
+    acc = _pair_accuracy("imagenette128_resnet18")
     assert acc["standard"][0] >= 0.8 and acc["robust"][0] >= 0.8, acc  # measured 0.89 and 0.89
     assert acc["standard"][1] <= 0.2 and acc["robust"][1] >= 0.6, acc  # measured 0.05 and 0.75
